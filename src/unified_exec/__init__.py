@@ -1,0 +1,66 @@
+"""unified_exec: start processes, feed them, read them and learn how they ended —
+the same way on a local PTY, on pipes, or behind an exec-server."""
+
+from ._errors import ExecTimeoutError as ExecTimeoutError
+from ._errors import InvalidRequestError as InvalidRequestError
+from ._errors import LaunchError as LaunchError
+from ._errors import LocalProtocolError as LocalProtocolError
+from ._errors import ProcessUnknownError as ProcessUnknownError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import RemoteProtocolError as RemoteProtocolError
+from ._errors import RpcError as RpcError
+from ._errors import StdinClosedError as StdinClosedError
+from ._errors import TransportLostError as TransportLostError
+from ._errors import UnifiedExecError as UnifiedExecError
+from ._events import ClosedEvent as ClosedEvent
+from ._events import ExitedEvent as ExitedEvent
+from ._events import FailedEvent as FailedEvent
+from ._events import LostEvent as LostEvent
+from ._events import OutputEvent as OutputEvent
+from ._events import ProcessEvent as ProcessEvent
+from ._events import Stream as Stream
+from ._events import WriteStatus as WriteStatus
+from ._process import DEFAULT_RETENTION_BYTES as DEFAULT_RETENTION_BYTES
+from ._process import EventStream as EventStream
+from ._process import ReadResult as ReadResult
+from ._process import UnifiedExecProcess as UnifiedExecProcess
+from ._process import open_process as open_process
+from ._request import ExecRequest as ExecRequest
+from ._state import ProcessState as ProcessState
+from .backends import ExecBackend as ExecBackend
+from .backends import LocalPtyBackend as LocalPtyBackend
+from .backends import ProcessHandle as ProcessHandle
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_RETENTION_BYTES",
+    "ClosedEvent",
+    "EventStream",
+    "ExecBackend",
+    "ExecRequest",
+    "ExecTimeoutError",
+    "ExitedEvent",
+    "FailedEvent",
+    "InvalidRequestError",
+    "LaunchError",
+    "LocalProtocolError",
+    "LocalPtyBackend",
+    "LostEvent",
+    "OutputEvent",
+    "ProcessEvent",
+    "ProcessHandle",
+    "ProcessState",
+    "ProcessUnknownError",
+    "ProtocolError",
+    "ReadResult",
+    "RemoteProtocolError",
+    "RpcError",
+    "StdinClosedError",
+    "Stream",
+    "TransportLostError",
+    "UnifiedExecError",
+    "UnifiedExecProcess",
+    "WriteStatus",
+    "open_process",
+]

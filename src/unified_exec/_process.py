@@ -1,0 +1,332 @@
+"""UnifiedExecProcess: one process from any backend, with one behaviour.
+
+A system task (the pump) moves the handle's events into an EventLog. The pump holds
+the handle and the log, not the UnifiedExecProcess, so dropping the last reference
+to a process lets it be collected, and collection terminates it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Final
+
+import attrs
+import trio
+
+from ._errors import InvalidRequestError, ProtocolError
+from ._events import (
+    ClosedEvent,
+    ExitedEvent,
+    FailedEvent,
+    LostEvent,
+    OutputEvent,
+    WriteStatus,
+)
+from ._log import EventLog
+from ._request import ExecRequest
+from ._state import ProcessState
+from .backends._base import ExecBackend, ProcessHandle
+
+__all__ = ["DEFAULT_RETENTION_BYTES", "ReadResult", "UnifiedExecProcess", "open_process"]
+
+log = logging.getLogger("unified_exec")
+
+DEFAULT_RETENTION_BYTES: Final = 1024 * 1024
+_TERMINATE_BOUND = 30.0
+
+
+@attrs.frozen
+class ReadResult:
+    """Output after a cursor, and where things stand.
+
+    ``next_seq - 1`` is the cursor for the next read. ``evicted`` lists the seqs
+    after your cursor that retention dropped before you read them (empty if none):
+    a gap is always reported, never skipped in silence. ``closed`` means no event
+    will ever follow (the process closed or failed).
+    """
+
+    chunks: tuple[OutputEvent, ...]
+    next_seq: int
+    state: ProcessState
+    closed: bool
+    evicted: range = range(0)
+
+
+class _Shared:
+    """What the pump and the readers share."""
+
+    def __init__(self, retention_bytes: int) -> None:
+        self.log = EventLog(retention_bytes)
+        self.changed = trio.lowlevel.ParkingLot()  # something was appended
+        self.progress = trio.lowlevel.ParkingLot()  # an active reader moved on
+
+    def append(self, event: OutputEvent | ExitedEvent | ClosedEvent | FailedEvent) -> None:
+        try:
+            self.log.append(event)
+        except ProtocolError as exc:
+            log.error("backend broke the event rules: %s", exc)
+            self.log.append(FailedEvent(f"backend protocol error: {exc}"))
+        self.changed.unpark_all()
+
+    async def pump(self, handle: ProcessHandle) -> None:
+        try:
+            async for event in handle.events():
+                if isinstance(event, OutputEvent):
+                    while self.log.would_evict_unseen(len(event.data)):
+                        await self.progress.park()
+                self.append(event)
+                if self.log.terminal:
+                    return
+            if not self.log.terminal:
+                self.append(FailedEvent("backend event stream ended without a closed event"))
+        except trio.Cancelled:
+            if not self.log.terminal:
+                self.append(FailedEvent("process event pump was cancelled (the trio run ended)"))
+            raise
+        except Exception as exc:
+            log.exception("process event pump failed")
+            if not self.log.terminal:
+                self.append(FailedEvent(f"backend error: {exc!r}"))
+
+
+class UnifiedExecProcess:
+    """A running (or finished) process, the same whichever backend runs it.
+
+    Create it with ``await UnifiedExecProcess.start(backend, request)`` or, to tie
+    its life to a block, ``async with open_process(backend, request)``.
+    """
+
+    def __init__(self, handle: ProcessHandle, shared: _Shared) -> None:
+        """Private: use start() or from_handle()."""
+        self._handle = handle
+        self._shared = shared
+        self._token = trio.lowlevel.current_trio_token()
+
+    @classmethod
+    async def start(
+        cls,
+        backend: ExecBackend,
+        request: ExecRequest,
+        *,
+        retention_bytes: int = DEFAULT_RETENTION_BYTES,
+    ) -> UnifiedExecProcess:
+        """Start ``request`` on ``backend``; raises LaunchError if it cannot run."""
+        if not isinstance(request, ExecRequest):
+            raise InvalidRequestError(f"expected an ExecRequest, got {type(request).__name__}")
+        _check_retention(retention_bytes)
+        handle = await backend.start(request)
+        return cls.from_handle(handle, retention_bytes=retention_bytes)
+
+    @classmethod
+    def from_handle(
+        cls, handle: ProcessHandle, *, retention_bytes: int = DEFAULT_RETENTION_BYTES
+    ) -> UnifiedExecProcess:
+        """Wrap a handle some backend already started (must run inside trio)."""
+        _check_retention(retention_bytes)
+        shared = _Shared(retention_bytes)
+        trio.lowlevel.spawn_system_task(
+            shared.pump, handle, name=f"unified_exec pump {handle.process_id}"
+        )
+        return cls(handle, shared)
+
+    # -- facts -----------------------------------------------------------------------
+
+    @property
+    def process_id(self) -> str:
+        return self._handle.process_id
+
+    @property
+    def state(self) -> ProcessState:
+        return self._shared.log.state
+
+    @property
+    def closed(self) -> bool:
+        """True once nothing more will happen: closed, or failed."""
+        return self._shared.log.terminal
+
+    def __repr__(self) -> str:
+        return f"<UnifiedExecProcess {self.process_id!r} {self.state}>"
+
+    # -- actions ---------------------------------------------------------------------
+
+    async def write(self, data: bytes | str) -> WriteStatus:
+        """Write to stdin (str is UTF-8 encoded). Never hangs on a finished process:
+        after exit or terminate it answers STDIN_CLOSED."""
+        if isinstance(data, str):
+            data = data.encode()
+        elif not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidRequestError(f"write() takes bytes or str, not {type(data).__name__}")
+        if self._shared.log.state.has_exited:
+            return WriteStatus.STDIN_CLOSED
+        return await self._handle.write(bytes(data))
+
+    async def terminate(self) -> ProcessState:
+        """Kill the process group (SIGTERM, then SIGKILL) and wait until closed."""
+        if not self.closed:
+            await self._handle.terminate()
+        return await self.wait()
+
+    async def interrupt(self) -> None:
+        """SIGINT to the process group."""
+        if not self.closed:
+            await self._handle.interrupt()
+
+    async def resize(self, rows: int, cols: int) -> None:
+        await self._handle.resize(rows, cols)
+
+    async def wait(self) -> ProcessState:
+        """Return the final state once the process is closed (or failed)."""
+        while not self._shared.log.terminal:
+            await self._shared.changed.park()
+        return self._shared.log.state
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def read(
+        self, *, after_seq: int = 0, max_bytes: int | None = None, wait: float = 0.0
+    ) -> ReadResult:
+        """Retained output after ``after_seq``, in seq order.
+
+        Returns at once if anything (output, exit, close) is newer than
+        ``after_seq``; otherwise waits up to ``wait`` seconds for it.
+        """
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise InvalidRequestError(f"after_seq must be an int >= 0, got {after_seq!r}")
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0
+        ):
+            raise InvalidRequestError(f"max_bytes must be None or an int >= 0, got {max_bytes!r}")
+        if not isinstance(wait, int | float) or math.isnan(wait) or wait < 0:
+            raise InvalidRequestError(f"wait must be a number of seconds >= 0, got {wait!r}")
+        shared = self._shared
+        if wait > 0 and not shared.log.has_news(after_seq):
+            with trio.move_on_after(wait):
+                while not shared.log.has_news(after_seq):
+                    await shared.changed.park()
+        else:
+            await trio.lowlevel.checkpoint()
+        piece = shared.log.read(after_seq, max_bytes)
+        return ReadResult(
+            chunks=piece.chunks,
+            next_seq=piece.next_seq,
+            state=shared.log.state,
+            closed=shared.log.terminal,
+            evicted=piece.evicted,
+        )
+
+    def events(self, *, after_seq: int = 0) -> EventStream:
+        """Every event after ``after_seq`` in seq order, ending after Closed or Failed.
+
+        While this iterator is being consumed it holds the producer back rather than
+        let retention drop output it has not yielded (a LostEvent reports output
+        dropped before it started). Close it (``aclose()``, or leave the ``async
+        for``) when you stop reading early.
+        """
+        return EventStream(self._shared, after_seq)
+
+    # -- lifetime --------------------------------------------------------------------
+
+    async def __aenter__(self) -> UnifiedExecProcess:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.closed:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(_TERMINATE_BOUND):
+            await self.terminate()
+
+    def __del__(self) -> None:
+        shared = getattr(self, "_shared", None)
+        if shared is None or shared.log.terminal:
+            return
+        handle = self._handle
+        try:
+            self._token.run_sync_soon(
+                lambda: trio.lowlevel.spawn_system_task(
+                    handle.terminate, name=f"unified_exec collect {handle.process_id}"
+                )
+            )
+        except Exception:  # the run is over; its own teardown reaps the child
+            pass
+
+
+class EventStream:
+    """Async iterator over a process's events (see UnifiedExecProcess.events)."""
+
+    def __init__(self, shared: _Shared, after_seq: int) -> None:
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise InvalidRequestError(f"after_seq must be an int >= 0, got {after_seq!r}")
+        self._shared = shared
+        self._cursor = after_seq
+        self._token: int | None = None
+        self._done = False
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(
+        self,
+    ) -> OutputEvent | ExitedEvent | ClosedEvent | FailedEvent | LostEvent:
+        if self._done:
+            raise StopAsyncIteration
+        log = self._shared.log
+        if self._token is None:
+            self._token = log.add_cursor(self._cursor)
+        while True:
+            event = log.next_event(self._cursor)
+            if event is not None:
+                break
+            await self._shared.changed.park()
+        if isinstance(event, FailedEvent | ClosedEvent):
+            self._finish()
+        else:
+            self._cursor = event.last_seq if isinstance(event, LostEvent) else event.seq
+            log.move_cursor(self._token, self._cursor)
+            self._shared.progress.unpark_all()
+        await trio.lowlevel.checkpoint()
+        return event
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._token is not None:
+            self._shared.log.drop_cursor(self._token)
+            self._token = None
+            self._shared.progress.unpark_all()
+
+    async def aclose(self) -> None:
+        self._finish()
+        await trio.lowlevel.checkpoint()
+
+    def __del__(self) -> None:
+        if getattr(self, "_token", None) is not None:
+            self._finish()
+
+
+def _check_retention(retention_bytes: int) -> None:
+    if isinstance(retention_bytes, bool) or not isinstance(retention_bytes, int) or retention_bytes < 0:
+        raise InvalidRequestError(f"retention_bytes must be an int >= 0, got {retention_bytes!r}")
+
+
+@asynccontextmanager
+async def open_process(
+    backend: ExecBackend,
+    request: ExecRequest,
+    *,
+    retention_bytes: int = DEFAULT_RETENTION_BYTES,
+) -> AsyncGenerator[UnifiedExecProcess, None]:
+    """Start a process whose life ends with the block: on exit (including
+    cancellation) a still-running process group is terminated and reaped."""
+    proc = await UnifiedExecProcess.start(backend, request, retention_bytes=retention_bytes)
+    async with proc:
+        yield proc
+
+

@@ -1,0 +1,53 @@
+"""The pluggable seam. Protocols, not base classes: a third-party backend satisfies
+them structurally and never imports our implementation classes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from .._events import ProcessEvent, WriteStatus
+from .._request import ExecRequest
+
+__all__ = ["ExecBackend", "ProcessHandle"]
+
+
+@runtime_checkable
+class ProcessHandle(Protocol):
+    """One started process, as a backend exposes it.
+
+    ``events()`` is called once and yields the process's events in seq order,
+    ending with a ClosedEvent or a FailedEvent. It must be lazy: a backend reads
+    from the child only as fast as the iterator is pulled (that is how backpressure
+    reaches the child), and it must keep running the child while nobody pulls.
+    """
+
+    @property
+    def process_id(self) -> str: ...
+
+    def events(self) -> AsyncIterator[ProcessEvent]: ...
+
+    async def write(self, data: bytes) -> WriteStatus: ...
+
+    async def terminate(self) -> None:
+        """Kill the process and its group; events then end as usual (exited, closed)."""
+        ...
+
+    async def interrupt(self) -> None:
+        """SIGINT to the process group."""
+        ...
+
+    async def resize(self, rows: int, cols: int) -> None: ...
+
+
+@runtime_checkable
+class ExecBackend(Protocol):
+    """Starts processes somewhere (here, or behind an exec-server)."""
+
+    async def start(self, request: ExecRequest) -> ProcessHandle:
+        """Start ``request``; raise LaunchError if it cannot run."""
+        ...
+
+    async def aclose(self) -> None:
+        """Terminate every process this backend still runs and release its resources."""
+        ...

@@ -1,0 +1,79 @@
+"""Finding the processes a process group kill does not reach, through /proc.
+
+A descendant can leave the group (setsid) and keep our output pipe or pty open;
+killpg misses it and it would hold the stream open forever. Two ways to find it:
+walk the parent links while the leader still lives, or look for whoever holds
+our stream's write side.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["descendants", "holders", "kill_all"]
+
+
+def _ppids() -> dict[int, int]:
+    out: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm may contain spaces and ')' : the fields after the last ')' are safe.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 1:
+            out[int(name)] = int(fields[1])
+    return out
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` in the parent tree."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _ppids().items():
+        children.setdefault(parent, []).append(child)
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def holders(targets: set[str]) -> set[int]:
+    """Processes (other than us) with an open fd whose link is one of ``targets``.
+
+    Targets look like ``/dev/pts/3`` or ``pipe:[12345]``.
+    """
+    me = os.getpid()
+    found: set[int] = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        fd_dir = f"/proc/{name}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") in targets:
+                    found.add(int(name))
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def kill_all(pids: set[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
