@@ -68,7 +68,7 @@ class _Shared:
         try:
             self.log.append(event)
         except ProtocolError as exc:
-            log.error("backend broke the event rules: %s", exc)
+            log.warning("backend broke the event rules: %s", exc)
             self.log.append(FailedEvent(f"backend protocol error: {exc}"))
         self.changed.unpark_all()
 
@@ -312,7 +312,11 @@ class EventStream:
 
 
 def _check_retention(retention_bytes: int) -> None:
-    if isinstance(retention_bytes, bool) or not isinstance(retention_bytes, int) or retention_bytes < 0:
+    if (
+        isinstance(retention_bytes, bool)
+        or not isinstance(retention_bytes, int)
+        or retention_bytes < 0
+    ):
         raise InvalidRequestError(f"retention_bytes must be an int >= 0, got {retention_bytes!r}")
 
 
@@ -328,5 +332,3 @@ async def open_process(
     proc = await UnifiedExecProcess.start(backend, request, retention_bytes=retention_bytes)
     async with proc:
         yield proc
-
-

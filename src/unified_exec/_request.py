@@ -53,7 +53,9 @@ def _to_env(value: Any) -> Mapping[str, str] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise InvalidRequestError(f"env must be a mapping of str to str, not {type(value).__name__}")
+        raise InvalidRequestError(
+            f"env must be a mapping of str to str, not {type(value).__name__}"
+        )
     env: dict[str, str] = {}
     for key, val in value.items():
         if not isinstance(key, str) or not isinstance(val, str):

@@ -100,7 +100,9 @@ def spawn(
             _check(_libc.posix_spawnattr_setsigdefault(attr, sigdef), "setsigdefault")
             _check(_libc.posix_spawnattr_setsigmask(attr, sigmask), "setsigmask")
             _check(
-                _libc.posix_spawnattr_setflags(attr, ctypes.c_short(_SETSID | _SETSIGDEF | _SETSIGMASK)),
+                _libc.posix_spawnattr_setflags(
+                    attr, ctypes.c_short(_SETSID | _SETSIGDEF | _SETSIGMASK)
+                ),
                 "setflags",
             )
             c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)

@@ -1,0 +1,70 @@
+"""benchmarks/run.py --quick runs end to end and writes a complete results file."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
+
+EXPECTED = {
+    "spawn": {"ours_pipe", "ours_tty", "subprocess_run", "posix_spawn", "ptyprocess"},
+    "throughput": {"ours_pipe", "ours_tty", "pipe_osread", "pty_osread"},
+    "roundtrip": {"ours_pipe", "ours_tty", "pipe_osrw"},
+    "concurrency": {"ours_pipe", "subprocess_popen"},
+}
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_metric(tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN_PY), "--quick", "--silent", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text(encoding="utf-8"))
+
+    assert results["mode"] == "quick"
+    assert results["versions"]["python"]
+    assert results["versions"]["trio"]
+    assert results["machine"]["cpu_count"]
+    assert set(results["metrics"]) == set(EXPECTED)
+
+    for name, want in EXPECTED.items():
+        metric = results["metrics"][name]
+        variants = metric["variants"]
+        assert want <= set(variants), (name, sorted(variants))
+        for vname, v in variants.items():
+            for key in ("median", "p90", "min", "max", "mean"):
+                assert _positive(v[key]), (name, vname, key, v[key])
+            assert v["min"] <= v["median"] <= v["max"], (name, vname)
+            assert v["n"] == len(v["samples"]) >= 1
+            assert all(_positive(s) for s in v["samples"]), (name, vname)
+
+        ours = {n for n, v in variants.items() if v["kind"] == "ours"}
+        baselines = {n for n, v in variants.items() if v["kind"] == "baseline"}
+        assert ours and baselines, name
+        assert set(metric["ratios"]) == {f"{o}/{b}" for o in ours for b in baselines}
+        for key, ratio in metric["ratios"].items():
+            assert _positive(ratio), (name, key, ratio)
+        assert set(metric["primary_ratios"]) == ours, name
+        for primary in metric["primary_ratios"].values():
+            assert primary["baseline"] in baselines
+            assert _positive(primary["ratio"])
+
+    # The table names every metric.
+    for name in EXPECTED:
+        assert name in proc.stdout
