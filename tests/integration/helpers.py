@@ -47,3 +47,15 @@ def session_members(sid: int) -> set[int]:
         if fields[0] != b"Z" and int(fields[3]) == sid:
             found.add(int(name))
     return found
+
+
+def session_commands(sid: int) -> list[str]:
+    """Command names (comm) of the live processes in session sid."""
+    names = []
+    for pid in session_members(sid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            continue
+    return names

@@ -9,7 +9,7 @@ import trio
 
 import unified_exec as ue
 
-from .helpers import collect, sh
+from .helpers import collect, session_commands, sh
 
 pytestmark = pytest.mark.usefixtures("no_leaked_processes")
 
@@ -52,7 +52,9 @@ async def test_seq_shared_and_closed_last(backend: ue.LocalPtyBackend, tty: bool
 
 
 async def test_pty_is_a_real_terminal(backend: ue.LocalPtyBackend) -> None:
-    script = "tty; stty size; ps -o stat= -p $$; echo via-dev-tty > /dev/tty; test -t 0 && echo tty0"
+    script = (
+        "tty; stty size; ps -o stat= -p $$; echo via-dev-tty > /dev/tty; test -t 0 && echo tty0"
+    )
     with trio.fail_after(10):
         req = sh(script, tty=True, size=(33, 101))
         async with ue.open_process(backend, req) as p:
@@ -93,8 +95,9 @@ async def test_resize_errors(backend: ue.LocalPtyBackend) -> None:
 
 
 @pytest.mark.parametrize("tty", MODES)
-@pytest.mark.parametrize(("script", "code"), [("exit 0", 0), ("exit 42", 42),
-                                              ("kill -9 $$", 137), ("kill -15 $$", 143)])
+@pytest.mark.parametrize(
+    ("script", "code"), [("exit 0", 0), ("exit 42", 42), ("kill -9 $$", 137), ("kill -15 $$", 143)]
+)
 async def test_exit_codes(backend: ue.LocalPtyBackend, tty: bool, script: str, code: int) -> None:
     with trio.fail_after(10):
         async with ue.open_process(backend, sh(script, tty=tty)) as p:
@@ -102,11 +105,18 @@ async def test_exit_codes(backend: ue.LocalPtyBackend, tty: bool, script: str, c
     assert state == ue.ProcessState(has_exited=True, exit_code=code)
 
 
+async def _sleep_started(p: ue.UnifiedExecProcess) -> None:
+    """Wait until sleep runs: a SIGINT that reaches sh, or sh's fork before it execs
+    sleep, is caught by sh's handler and deferred, which would make the test racy."""
+    while "sleep" not in session_commands(p._handle.pid):  # type: ignore[attr-defined]
+        await trio.sleep(0.01)
+
+
 @pytest.mark.parametrize("tty", MODES)
 async def test_interrupt_signals_the_group(backend: ue.LocalPtyBackend, tty: bool) -> None:
     with trio.fail_after(10):
         async with ue.open_process(backend, sh("echo up; sleep 100", tty=tty)) as p:
-            await p.read(wait=5)
+            await _sleep_started(p)
             await p.interrupt()
             state = await p.wait()
     assert state.exit_code == 130
@@ -115,7 +125,7 @@ async def test_interrupt_signals_the_group(backend: ue.LocalPtyBackend, tty: boo
 async def test_ctrl_c_on_the_pty_interrupts(backend: ue.LocalPtyBackend) -> None:
     with trio.fail_after(10):
         async with ue.open_process(backend, sh("echo up; sleep 100", tty=True)) as p:
-            await p.read(wait=5)
+            await _sleep_started(p)
             assert await p.write("\x03") is ue.WriteStatus.ACCEPTED
             state = await p.wait()
     assert state.exit_code == 130

@@ -70,7 +70,9 @@ async def test_64mib_through_a_pty_arrives_intact(
             elapsed = time.perf_counter() - t0
     assert total == len(expected)
     assert digest.hexdigest() == hashlib.sha256(expected).hexdigest()
-    print(f"pty: {len(text) / MiB:.1f} MiB in {elapsed:.2f} s = {len(text) / MiB / elapsed:.0f} MiB/s")
+    print(
+        f"pty: {len(text) / MiB:.1f} MiB in {elapsed:.2f} s = {len(text) / MiB / elapsed:.0f} MiB/s"
+    )
 
 
 async def test_stdout_and_stderr_both_full_do_not_deadlock(backend: ue.LocalPtyBackend) -> None:

@@ -327,6 +327,10 @@ class _LocalProcess:
                 for name in self._readers:
                     nursery.start_soon(self._read_loop, name)
                 code = await self._wait_exit()
+                # What the child wrote before it exited gets seqs before the exit.
+                # Only when throttled is that left to the readers (so, after exit).
+                if not self._queue.full:
+                    self._read_ready()
                 self._exited.set()
                 self._cancel_writes()
                 self._queue.put_exit(code)
