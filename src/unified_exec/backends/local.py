@@ -444,7 +444,11 @@ class LocalPtyBackend:
         path = _find_executable(request.argv[0], env, cwd)
         argv = [request.arg0 if request.arg0 is not None else request.argv[0], *request.argv[1:]]
         process_id = request.process_id or f"local-{uuid.uuid4().hex[:16]}"
-        fds = _ChildFds.open(request)
+        try:
+            fds = _ChildFds.open(request)
+        except OSError as exc:  # EMFILE, ENFILE, no free ptys...
+            what = "a pty" if request.tty else "pipes"
+            raise LaunchError(f"cannot allocate {what} for {path}: {exc.strerror}") from exc
         try:
             pid = spawn(path, argv, env, cwd, fds.stdio)
         except OSError as exc:

@@ -1,0 +1,122 @@
+"""A backend written by someone else: structural typing, and what a broken one gets.
+
+The handles here are fakes on purpose: they inject faults (events out of order, a
+stream that stops without closing, a crash) that no real backend produces on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+import trio
+
+import unified_exec as ue
+
+
+class ScriptedHandle:
+    """Plays back a fixed event list; inherits nothing from unified_exec."""
+
+    def __init__(self, events: Sequence[ue.ProcessEvent | Exception]) -> None:
+        self._events = list(events)
+        self.terminated = False
+
+    @property
+    def process_id(self) -> str:
+        return "scripted"
+
+    async def events(self) -> AsyncIterator[ue.ProcessEvent]:
+        for ev in self._events:
+            await trio.sleep(0)
+            if isinstance(ev, Exception):
+                raise ev
+            yield ev
+
+    async def write(self, data: bytes) -> ue.WriteStatus:
+        return ue.WriteStatus.ACCEPTED
+
+    async def terminate(self) -> None:
+        self.terminated = True
+
+    async def interrupt(self) -> None:
+        pass
+
+    async def resize(self, rows: int, cols: int) -> None:
+        pass
+
+
+class ScriptedBackend:
+    def __init__(self, events: Sequence[ue.ProcessEvent | Exception]) -> None:
+        self.events = events
+
+    async def start(self, request: ue.ExecRequest) -> ScriptedHandle:
+        return ScriptedHandle(self.events)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_protocols_are_structural() -> None:
+    backend = ScriptedBackend([])
+    assert isinstance(backend, ue.ExecBackend)
+    assert isinstance(ScriptedHandle([]), ue.ProcessHandle)
+
+
+async def test_a_well_behaved_foreign_backend_works() -> None:
+    events = [
+        ue.OutputEvent(1, "stdout", b"hi\n"),
+        ue.ExitedEvent(2, 0),
+        ue.ClosedEvent(3),
+    ]
+    with trio.fail_after(5):
+        async with ue.open_process(ScriptedBackend(events), ue.ExecRequest(["x"])) as p:
+            assert await p.wait() == ue.ProcessState(has_exited=True, exit_code=0)
+            assert [e async for e in p.events()] == events
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ([ue.OutputEvent(2, "stdout", b"a"), ue.OutputEvent(1, "stdout", b"b")], "seq 1 is not"),
+        ([ue.OutputEvent(1, "stdout", b"a"), ue.ClosedEvent(2)], "closed before exited"),
+        ([ue.OutputEvent(1, "stdout", b"a")], "ended without a closed event"),
+        ([ue.OutputEvent(1, "stdout", b"a"), RuntimeError("boom")], "boom"),
+    ],
+)
+async def test_a_misbehaving_backend_becomes_a_failed_state(
+    events: list[ue.ProcessEvent | Exception], message: str
+) -> None:
+    with trio.fail_after(5):
+        async with ue.open_process(ScriptedBackend(events), ue.ExecRequest(["x"])) as p:
+            state = await p.wait()
+            assert state.has_exited and state.failure_message is not None
+            assert message in state.failure_message
+            seen = [e async for e in p.events()]
+            assert isinstance(seen[-1], ue.FailedEvent)
+            assert (await p.read()).closed
+
+
+class StuckHandle(ScriptedHandle):
+    """Runs until terminated, like a real long-running process."""
+
+    async def events(self) -> AsyncIterator[ue.ProcessEvent]:
+        yield ue.OutputEvent(1, "stdout", b"a")
+        while not self.terminated:
+            await trio.sleep(0.01)
+        yield ue.ExitedEvent(2, 143)
+        yield ue.ClosedEvent(3)
+
+
+async def test_leaving_open_process_terminates_a_foreign_process() -> None:
+    handles: list[StuckHandle] = []
+
+    class StuckBackend(ScriptedBackend):
+        async def start(self, request: ue.ExecRequest) -> StuckHandle:
+            handles.append(StuckHandle([]))
+            return handles[-1]
+
+    with trio.fail_after(5):
+        async with ue.open_process(StuckBackend([]), ue.ExecRequest(["x"])) as p:
+            await p.read(wait=1)
+    assert handles[0].terminated
+    assert p.state == ue.ProcessState(has_exited=True, exit_code=143)
