@@ -302,6 +302,10 @@ class EventStream:
             self._token = None
             self._shared.progress.unpark_all()
 
+    def close(self) -> None:
+        """Stop reading: release the hold this iterator has on the producer."""
+        self._finish()
+
     async def aclose(self) -> None:
         self._finish()
         await trio.lowlevel.checkpoint()

@@ -210,7 +210,8 @@ class _LocalProcess:
         return WriteStatus.ACCEPTED
 
     async def terminate(self) -> None:
-        """SIGTERM the group (and descendants that left it), SIGKILL after the grace.
+        """SIGTERM the group (and descendants that left it), SIGKILL after the grace
+        (at once when ``kill_grace`` is 0).
 
         The exit code reported is 128+N for the signal that ended it (143 or 137),
         or the child's own code if it handled SIGTERM and exited.
@@ -219,10 +220,11 @@ class _LocalProcess:
         self._cancel_writes()
         if not self._exited.is_set():
             strays = _procfs.descendants(self.pid)
-            _kill_group(self.pid, signal.SIGTERM)
-            _procfs.kill_all(strays, signal.SIGTERM)
-            with trio.move_on_after(self._backend._kill_grace):
-                await self._exited.wait()
+            if self._backend._kill_grace > 0:
+                _kill_group(self.pid, signal.SIGTERM)
+                _procfs.kill_all(strays, signal.SIGTERM)
+                with trio.move_on_after(self._backend._kill_grace):
+                    await self._exited.wait()
             _kill_group(self.pid, signal.SIGKILL)
             _procfs.kill_all(strays | _procfs.descendants(self.pid))
         await trio.lowlevel.checkpoint()
@@ -381,7 +383,8 @@ class _LocalProcess:
 class LocalPtyBackend:
     """Runs processes on this machine: ``tty=True`` on a PTY, otherwise on pipes.
 
-    ``kill_grace``: seconds between SIGTERM and SIGKILL in ``terminate()``.
+    ``kill_grace``: seconds between SIGTERM and SIGKILL in ``terminate()``; 0 sends
+    SIGKILL at once (exit code 137), as codex's exec-server does.
     ``post_exit_grace``: after the child exits, how long to keep collecting output
     from descendants that still hold the stream (time spent throttled by a slow
     consumer does not count); then the rest of the group is killed and the stream

@@ -1,0 +1,306 @@
+"""Params and results of the exec-server process methods (codex 0.169.0 shapes).
+
+Field names are snake_case here and camelCase on the wire; ``bytes`` fields travel
+as standard padded base64. One private cattrs converter does both directions and is
+strict about types, so a bad request gets a precise -32602 instead of a crash.
+"""
+
+from __future__ import annotations
+
+import binascii
+import typing
+from typing import Any, Literal, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+__all__ = [
+    "CLOSED",
+    "EXITED",
+    "INITIALIZE",
+    "INITIALIZED",
+    "OUTPUT",
+    "PROCESS_READ",
+    "PROCESS_RESIZE",
+    "PROCESS_SIGNAL",
+    "PROCESS_START",
+    "PROCESS_TERMINATE",
+    "PROCESS_WRITE",
+    "ClosedParams",
+    "ExitedParams",
+    "InitializeParams",
+    "InitializeResult",
+    "OutputParams",
+    "ParamsError",
+    "ReadChunk",
+    "ReadParams",
+    "ReadResult",
+    "ResizeParams",
+    "SignalParams",
+    "StartParams",
+    "StartResult",
+    "TerminateParams",
+    "TerminateResult",
+    "WriteParams",
+    "WriteResult",
+    "structure",
+    "unstructure",
+]
+
+INITIALIZE = "initialize"
+INITIALIZED = "initialized"
+PROCESS_START = "process/start"
+PROCESS_READ = "process/read"
+PROCESS_WRITE = "process/write"
+PROCESS_SIGNAL = "process/signal"
+PROCESS_TERMINATE = "process/terminate"
+PROCESS_RESIZE = "process/resize"  # our extension, announced in initialize
+OUTPUT = "process/output"
+EXITED = "process/exited"
+CLOSED = "process/closed"
+
+WireStream = Literal["stdout", "stderr", "pty"]
+
+
+@attrs.frozen
+class InitializeParams:
+    client_name: str
+    resume_session_id: str | None = None
+
+
+@attrs.frozen
+class InitializeResult:
+    session_id: str
+    environment_info: dict[str, Any] | None = None
+    # Our extensions (absent from codex): methods a client may use on top of 0.169.0.
+    extensions: list[str] | None = None
+
+
+@attrs.frozen
+class StartParams:
+    process_id: str
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    tty: bool
+    pipe_stdin: bool = False
+    arg0: str | None = None
+
+
+@attrs.frozen
+class StartResult:
+    process_id: str
+    sandbox_type: str = "none"
+
+
+@attrs.frozen
+class ReadParams:
+    process_id: str
+    after_seq: int | None = None
+    max_bytes: int | None = None
+    wait_ms: int | None = None
+
+
+@attrs.frozen
+class ReadChunk:
+    seq: int
+    stream: WireStream
+    chunk: bytes
+
+
+@attrs.frozen
+class ReadResult:
+    chunks: list[ReadChunk]
+    next_seq: int
+    exited: bool
+    exit_code: int | None
+    closed: bool
+    failure: str | None = None
+    sandbox_denied: bool = False
+
+
+@attrs.frozen
+class WriteParams:
+    process_id: str
+    chunk: bytes
+    write_id: str | None = None  # required by codex; we accept it missing
+
+
+@attrs.frozen
+class WriteResult:
+    status: Literal["accepted", "unknownProcess", "stdinClosed", "starting"]
+
+
+@attrs.frozen
+class SignalParams:
+    process_id: str
+    signal: Literal["interrupt"]
+
+
+@attrs.frozen
+class TerminateParams:
+    process_id: str
+
+
+@attrs.frozen
+class TerminateResult:
+    running: bool
+
+
+@attrs.frozen
+class ResizeParams:
+    process_id: str
+    rows: int
+    cols: int
+
+
+@attrs.frozen
+class OutputParams:
+    process_id: str
+    seq: int
+    stream: WireStream
+    chunk: bytes
+
+
+@attrs.frozen
+class ExitedParams:
+    process_id: str
+    seq: int
+    exit_code: int
+    sandbox_denied: bool = False
+
+
+@attrs.frozen
+class ClosedParams:
+    process_id: str
+    seq: int
+
+
+class ParamsError(ValueError):
+    """Params that do not fit the method; the text is the -32602 message."""
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _strict(kind: type, expected: str) -> Any:
+    def hook(value: Any, _type: Any) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise ParamsError(f"invalid type: boolean `{str(value).lower()}`, expected {expected}")
+        if not isinstance(value, kind):
+            raise ParamsError(f"invalid type: {_describe(value)}, expected {expected}")
+        if kind is int and isinstance(value, int) and value < 0:
+            raise ParamsError(f"invalid value: integer `{value}`, expected {expected}")
+        return value
+
+    return hook
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int | float):
+        return f"integer `{value}`" if isinstance(value, int) else f"floating point `{value}`"
+    if isinstance(value, str):
+        return f'string "{value}"'
+    if isinstance(value, list):
+        return "a sequence"
+    return "a map"
+
+
+def _b64decode(value: Any, _type: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ParamsError(f"invalid type: {_describe(value)}, expected a base64 string")
+    try:
+        return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ParamsError(f"invalid base64: {exc}") from None
+
+
+def _b64encode(value: bytes) -> str:
+    return binascii.b2a_base64(value, newline=False).decode("ascii")
+
+
+def _is_literal(type_: Any) -> bool:
+    origin: object = typing.get_origin(type_)
+    return origin is typing.Literal
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=False)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(bool, _strict(bool, "a boolean"))
+    conv.register_structure_hook(int, _strict(int, "u64"))
+    conv.register_structure_hook(bytes, _b64decode)
+    conv.register_unstructure_hook(bytes, _b64encode)
+
+    def dict_str_str(value: Any, _type: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise ParamsError(f"invalid type: {_describe(value)}, expected a map")
+        for key, val in value.items():
+            if not isinstance(val, str):
+                raise ParamsError(f"invalid type: {_describe(val)}, expected a string")
+            del key
+        return dict(value)
+
+    def list_str(value: Any, _type: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise ParamsError(f"invalid type: {_describe(value)}, expected a sequence")
+        return [conv.structure(v, str) for v in value]
+
+    def literal(value: Any, type_: Any) -> Any:
+        allowed = typing.get_args(type_)
+        if value in allowed and isinstance(value, str):
+            return value
+        if not isinstance(value, str):
+            raise ParamsError(f"invalid type: {_describe(value)}, expected a string")
+        names = ", ".join(f"`{a}`" for a in allowed)
+        expected = names if len(allowed) == 1 else f"one of {names}"
+        raise ParamsError(f"unknown variant `{value}`, expected {expected}")
+
+    conv.register_structure_hook_func(_is_literal, literal)
+    conv.register_structure_hook_func(lambda t: t == dict[str, str], dict_str_str)
+    conv.register_structure_hook_func(lambda t: t == list[str], list_str)
+    for cls in (
+        InitializeParams, InitializeResult, StartParams, StartResult, ReadParams, ReadChunk,
+        ReadResult, WriteParams, WriteResult, SignalParams, TerminateParams, TerminateResult,
+        ResizeParams, OutputParams, ExitedParams, ClosedParams,
+    ):  # fmt: skip
+        renames: dict[str, Any] = {
+            a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)
+        }
+        conv.register_structure_hook(
+            cls, make_dict_structure_fn(cls, conv, _cattrs_detailed_validation=False, **renames)
+        )
+        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **renames))
+    return conv
+
+
+_CONVERTER = _make_converter()
+T = TypeVar("T")
+
+
+def structure(params: Any, cls: type[T]) -> T:
+    """Wire params -> ``cls``; ParamsError with a serde-like message when they don't fit."""
+    if params is None:
+        raise ParamsError(f"invalid type: null, expected struct {cls.__name__}")
+    if not isinstance(params, dict):
+        raise ParamsError(f"invalid type: {_describe(params)}, expected struct {cls.__name__}")
+    try:
+        return _CONVERTER.structure(params, cls)
+    except ParamsError:
+        raise
+    except KeyError as exc:
+        raise ParamsError(f"missing field `{exc.args[0]}`") from None
+    except (TypeError, ValueError, cattrs.errors.CattrsError) as exc:
+        raise ParamsError(f"invalid params: {exc}") from None
+
+
+def unstructure(value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = _CONVERTER.unstructure(value)
+    return out

@@ -1,0 +1,60 @@
+"""Client-side ordering of one process's events by seq.
+
+The codex server sends stdout, stderr and exit from separate tasks, so arrival order
+is not seq order: ``exited`` can precede earlier output, and ``closed`` can precede
+``exited``. This buffer releases events strictly in seq order and says which seqs
+are still missing so the I/O layer can fetch them with ``process/read``.
+"""
+
+from __future__ import annotations
+
+from .._events import ClosedEvent, ExitedEvent, OutputEvent
+
+__all__ = ["SeqReorderer"]
+
+SeqEvent = OutputEvent | ExitedEvent | ClosedEvent
+
+
+class SeqReorderer:
+    def __init__(self) -> None:
+        self.next_seq = 1  # the next seq to release
+        self._held: dict[int, SeqEvent] = {}
+        self.done = False  # closed was released
+
+    def push(self, event: SeqEvent) -> list[SeqEvent]:
+        """Add one event (duplicates and stale seqs are ignored); return what is now in order."""
+        if self.done or event.seq < self.next_seq or event.seq in self._held:
+            return []
+        self._held[event.seq] = event
+        return self._release()
+
+    def _release(self) -> list[SeqEvent]:
+        out: list[SeqEvent] = []
+        while self.next_seq in self._held:
+            event = self._held.pop(self.next_seq)
+            out.append(event)
+            self.next_seq += 1
+            if isinstance(event, ClosedEvent):
+                self.done = True
+                self._held.clear()
+                break
+        return out
+
+    def skip_to(self, seq: int) -> list[SeqEvent]:
+        """Give up on every seq below ``seq`` (the server no longer has them)."""
+        if seq > self.next_seq:
+            for s in range(self.next_seq, seq):
+                self._held.pop(s, None)
+            self.next_seq = seq
+        return self._release()
+
+    @property
+    def gap(self) -> tuple[int, int] | None:
+        """The first run of missing seqs before a held event, if any."""
+        if not self._held:
+            return None
+        return (self.next_seq, min(self._held) - 1)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
