@@ -27,14 +27,21 @@ from ._process import UnifiedExecProcess as UnifiedExecProcess
 from ._process import open_process as open_process
 from ._request import ExecRequest as ExecRequest
 from ._state import ProcessState as ProcessState
+from ._version import __version__ as __version__
+from .backends import REMOTE_DEFAULT_ENV as REMOTE_DEFAULT_ENV
 from .backends import ExecBackend as ExecBackend
 from .backends import LocalPtyBackend as LocalPtyBackend
 from .backends import ProcessHandle as ProcessHandle
-
-__version__ = "0.1.0"
+from .backends import RemoteExecBackend as RemoteExecBackend
+from .server import ExecServer as ExecServer
+from .server import serve_exec_server as serve_exec_server
 
 __all__ = [
     "DEFAULT_RETENTION_BYTES",
+    "REMOTE_DEFAULT_ENV",
+    "ExecServer",
+    "RemoteExecBackend",
+    "serve_exec_server",
     "ClosedEvent",
     "EventStream",
     "ExecBackend",

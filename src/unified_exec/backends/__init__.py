@@ -3,5 +3,13 @@
 from ._base import ExecBackend as ExecBackend
 from ._base import ProcessHandle as ProcessHandle
 from .local import LocalPtyBackend as LocalPtyBackend
+from .remote import REMOTE_DEFAULT_ENV as REMOTE_DEFAULT_ENV
+from .remote import RemoteExecBackend as RemoteExecBackend
 
-__all__ = ["ExecBackend", "LocalPtyBackend", "ProcessHandle"]
+__all__ = [
+    "REMOTE_DEFAULT_ENV",
+    "ExecBackend",
+    "LocalPtyBackend",
+    "ProcessHandle",
+    "RemoteExecBackend",
+]

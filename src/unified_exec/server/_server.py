@@ -17,13 +17,13 @@ from urllib.parse import unquote, urlsplit
 
 import trio
 
-from .. import __version__
 from .._errors import InvalidRequestError, LaunchError
 from .._events import ClosedEvent, ExitedEvent, FailedEvent, OutputEvent
 from .._process import DEFAULT_RETENTION_BYTES, UnifiedExecProcess
 from .._protocol import _jsonrpc as rpc
 from .._protocol import _messages as m
 from .._request import ExecRequest
+from .._version import __version__
 from ..backends._base import ExecBackend
 from ._session import Entry, Session, SessionStore
 

@@ -1,0 +1,155 @@
+"""The client end of an exec-server connection: requests, responses, and routing
+notifications to per-process handlers. Transport-agnostic (websocket or stdio)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from .._errors import ExecTimeoutError, RemoteProtocolError, RpcError, TransportLostError
+from .._protocol import _jsonrpc as rpc
+
+__all__ = ["RpcClient", "Transport"]
+
+log = logging.getLogger("unified_exec.remote")
+
+
+class Transport(Protocol):
+    async def send(self, text: str) -> None: ...
+
+    async def receive(self) -> str | bytes | None:
+        """Next frame; None when the peer closed."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@attrs.define(eq=False)
+class _Pending:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class RpcClient:
+    """Matches responses to requests and hands notifications to ``on_notification``.
+
+    When the transport breaks, every pending and later request raises
+    TransportLostError at once, and ``on_lost`` is called exactly once.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        on_notification: Callable[[rpc.Notification], None],
+        on_lost: Callable[[str], None],
+        request_timeout: float,
+    ) -> None:
+        self._transport = transport
+        self._on_notification = on_notification
+        self._on_lost = on_lost
+        self.request_timeout = request_timeout
+        self._ids = itertools.count(1)
+        self._pending: dict[rpc.RequestId, _Pending] = {}
+        self._send_lock = trio.Lock()
+        self.lost: str | None = None
+
+    async def run(self) -> None:
+        """The reader loop; returns when the transport ends."""
+        reason = "connection closed by the exec-server"
+        try:
+            while True:
+                frame = await self._transport.receive()
+                if frame is None:
+                    break
+                self._dispatch(frame)
+        except trio.Cancelled:
+            reason = "connection closed by the client"
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        finally:
+            self._lose(reason)
+
+    def _dispatch(self, frame: str | bytes) -> None:
+        try:
+            message = rpc.decode(frame)
+        except rpc.MessageError as exc:
+            log.warning("unparseable message from the exec-server: %s", exc)
+            return
+        if isinstance(message, rpc.Notification):
+            try:
+                self._on_notification(message)
+            except Exception:
+                log.exception("handling notification %s failed", message.method)
+        elif isinstance(message, rpc.Response | rpc.ErrorResponse):
+            pending = self._pending.pop(message.id, None)
+            if pending is None:
+                if isinstance(message, rpc.ErrorResponse):
+                    log.warning("exec-server error without request: %s", message.message)
+                return
+            if isinstance(message, rpc.ErrorResponse):
+                pending.error = RpcError(message.code, message.message)
+            else:
+                pending.result = message.result
+            pending.done.set()
+        else:
+            log.warning("exec-server sent a request (%s); ignored", message.method)
+
+    def _lose(self, reason: str) -> None:
+        if self.lost is not None:
+            return
+        self.lost = f"exec-server transport disconnected: {reason}"
+        for pending in self._pending.values():
+            pending.error = TransportLostError(self.lost)
+            pending.done.set()
+        self._pending.clear()
+        self._on_lost(self.lost)
+
+    async def _send(self, message: rpc.Message) -> None:
+        if self.lost is not None:
+            raise TransportLostError(self.lost)
+        async with self._send_lock:
+            try:
+                await self._transport.send(rpc.encode(message))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self._lose(f"send failed: {exc!r}")
+                raise TransportLostError(self.lost) from exc
+            except Exception as exc:
+                if type(exc).__name__ == "ConnectionClosed":
+                    self._lose(f"send failed: {exc!r}")
+                    raise TransportLostError(self.lost) from exc
+                raise
+
+    async def notify(self, method: str, params: Any = None) -> None:
+        await self._send(rpc.Notification(method=method, params=params))
+
+    async def request(self, method: str, params: Any, *, timeout: float | None = None) -> Any:
+        """Send a request and wait for its answer; RpcError for an error answer."""
+        request_id = next(self._ids)
+        pending = _Pending()
+        self._pending[request_id] = pending
+        limit = self.request_timeout if timeout is None else timeout
+        try:
+            await self._send(rpc.Request(id=request_id, method=method, params=params))
+            with trio.move_on_after(limit if math.isfinite(limit) else math.inf):
+                await pending.done.wait()
+        finally:
+            self._pending.pop(request_id, None)
+        if not pending.done.is_set():
+            raise ExecTimeoutError(f"exec-server did not answer {method} within {limit:g} s")
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def check_result(self, method: str, result: Any) -> dict[str, Any]:
+        if not isinstance(result, dict):
+            raise RemoteProtocolError(f"{method} returned {result!r}, not an object")
+        return result
