@@ -12,11 +12,13 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import trio
 from ptyprocess import PtyProcess
 
 __all__ = [
     "concurrency_popen_ms",
     "roundtrip_pipe_us",
+    "roundtrip_trio_pipe_us",
     "roundtrip_pty_us",
     "spawn_openpty_popen",
     "spawn_posix_spawn",
@@ -201,6 +203,41 @@ def roundtrip_pipe_us(line: bytes, trips: int, warmup: int) -> list[float]:
         proc.stdin.close()
         proc.stdout.close()
         proc.wait()
+
+
+def roundtrip_trio_pipe_us(line: bytes, trips: int, warmup: int) -> list[float]:
+    """cat on pipes through trio FdStream send_all / receive_some: the event-loop floor."""
+
+    async def main() -> list[float]:
+        proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin = trio.lowlevel.FdStream(os.dup(proc.stdin.fileno()))
+        stdout = trio.lowlevel.FdStream(os.dup(proc.stdout.fileno()))
+        proc.stdin.close()
+        proc.stdout.close()
+        samples = []
+        try:
+            for i in range(warmup + trips):
+                t0 = time.perf_counter()
+                await stdin.send_all(line)
+                got = 0
+                while got < len(line):
+                    data = await stdout.receive_some(READ_SIZE)
+                    if not data:
+                        raise BenchmarkError(f"EOF after {got} of {len(line)} bytes")
+                    got += len(data)
+                elapsed = time.perf_counter() - t0
+                if got != len(line):
+                    raise BenchmarkError(f"read {got} bytes, expected {len(line)}")
+                if i >= warmup:
+                    samples.append(elapsed * 1e6)
+        finally:
+            await stdin.aclose()
+            await stdout.aclose()
+            proc.wait()
+        return samples
+
+    return trio.run(main)
 
 
 def roundtrip_pty_us(line: bytes, trips: int, warmup: int) -> list[float]:

@@ -1,6 +1,6 @@
 """Benchmark unified_exec's LocalPtyBackend against baselines measured in the same run.
 
-    python benchmarks/run.py            # full run (about 1-3 minutes on 2 cores)
+    python benchmarks/run.py            # full run (about 1 minute on 2 cores)
     python benchmarks/run.py --quick    # smoke test (a few seconds)
 
 Four metrics (see perf-baselines.md for what they mean on these machines):
@@ -68,13 +68,14 @@ class Variant:
         kind: str,
         label: str,
         measure: Callable[..., list[float]],
-        primary: str | None = None,
+        compare: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.kind = kind  # "baseline" or "ours"
         self.label = label
         self.measure = measure
-        self.primary = primary  # for ours: the baseline the table compares against
+        # For ours: the baselines it is compared with; the first one is in the table.
+        self.compare = compare
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -141,14 +142,14 @@ def spawn_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) -> di
             "ours",
             "open_process + wait(), tty=False",
             _ours(ours.spawn_ms, False),
-            primary="subprocess_run",
+            compare=("subprocess_run", "posix_spawn"),
         ),
         Variant(
             "ours_tty",
             "ours",
             "open_process + wait(), tty=True",
             _ours(ours.spawn_ms, True),
-            primary="ptyprocess",
+            compare=("ptyprocess", "openpty_popen"),
         ),
     ]
     return {
@@ -181,14 +182,14 @@ def throughput_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) 
             "ours",
             "events(), tty=False",
             _ours(ours.throughput_mib_s, False, n),
-            primary="pipe_osread",
+            compare=("pipe_osread",),
         ),
         Variant(
             "ours_tty",
             "ours",
             "events(), tty=True",
             _ours(ours.throughput_mib_s, True, n),
-            primary="pty_osread",
+            compare=("pty_osread",),
         ),
     ]
     rounds = cfg.throughput_warmup + cfg.throughput_runs
@@ -217,6 +218,12 @@ def roundtrip_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) -
             lambda block: base.roundtrip_pipe_us(*block),
         ),
         Variant(
+            "trio_pipe",
+            "baseline",
+            "pipes, trio FdStream send_all / receive_some",
+            lambda block: base.roundtrip_trio_pipe_us(*block),
+        ),
+        Variant(
             "pty_osrw_echo",
             "baseline",
             "PTY echo on, os.write / os.read (both copies)",
@@ -227,14 +234,14 @@ def roundtrip_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) -
             "ours",
             "write + read(after_seq, wait), tty=False, pipe_stdin",
             _ours(ours.roundtrip_us, False),
-            primary="pipe_osrw",
+            compare=("pipe_osrw", "trio_pipe"),
         ),
         Variant(
             "ours_tty",
             "ours",
             "write + read(after_seq, wait), tty=True, echo on (both copies)",
             _ours(ours.roundtrip_us, True),
-            primary="pty_osrw_echo",
+            compare=("pty_osrw_echo",),
         ),
     ]
     return {
@@ -265,7 +272,7 @@ def concurrency_metric(cfg: argparse.Namespace, progress: Callable[[str], None])
             "ours",
             f"{count} x open_process in one nursery, events() to closed",
             _ours(ours.concurrency_ms, count),
-            primary="subprocess_popen",
+            compare=("subprocess_popen",),
         ),
     ]
     rounds = cfg.concurrency_warmup + cfg.concurrency_rounds
@@ -317,18 +324,18 @@ def finish_metric(raw: dict[str, Any], seconds: float) -> dict[str, Any]:
         }
     ratios: dict[str, float] = {}
     primary: dict[str, Any] = {}
-    baselines = [v for v in variants if v.kind == "baseline"]
     for v in variants:
         if v.kind != "ours":
             continue
-        for b in baselines:
-            ratios[f"{v.name}/{b.name}"] = _round(
-                out_variants[v.name]["median"] / out_variants[b.name]["median"]
+        for b in v.compare:
+            ratios[f"{v.name}/{b}"] = _round(
+                out_variants[v.name]["median"] / out_variants[b]["median"]
             )
-        if v.primary is not None:
+        out_variants[v.name]["compared_with"] = list(v.compare)
+        if v.compare:
             primary[v.name] = {
-                "baseline": v.primary,
-                "ratio": ratios[f"{v.name}/{v.primary}"],
+                "baseline": v.compare[0],
+                "ratio": ratios[f"{v.name}/{v.compare[0]}"],
             }
     return {
         "title": raw["title"],
@@ -358,10 +365,9 @@ def table(metrics: dict[str, Any]) -> str:
     rows: list[tuple[str, ...]] = [header]
     for name, m in metrics.items():
         for vname, v in m["variants"].items():
-            ratio = ""
-            if vname in m["primary_ratios"]:
-                p = m["primary_ratios"][vname]
-                ratio = f"{p['ratio']:.2f}x {p['baseline']}"
+            ratio = ", ".join(
+                f"{m['ratios'][f'{vname}/{b}']:.2f}x {b}" for b in v.get("compared_with", ())
+            )
             rows.append(
                 (
                     name,
@@ -407,6 +413,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(METRICS)} (default: all)",
     )
     parser.add_argument("-q", "--silent", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--pin-cpu",
+        type=int,
+        default=None,
+        metavar="CPU",
+        help="pin this process (and so every child) to one CPU: steadier round trips, "
+        "but everything shares that core",
+    )
     for name, (full, quick) in PRESETS.items():
         parser.add_argument(
             "--" + name.replace("_", "-"),
@@ -436,6 +450,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(argv)
+    if cfg.pin_cpu is not None:
+        os.sched_setaffinity(0, {cfg.pin_cpu})
 
     def progress(msg: str) -> None:
         if not cfg.silent:

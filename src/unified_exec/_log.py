@@ -172,10 +172,11 @@ class EventLog:
         if self.closed is not None and self.closed.seq > cursor:
             candidates.append(self.closed)
         nxt = min(candidates, key=lambda e: e.seq) if candidates else None
-        if cursor < self.evicted_through:
-            hi = self.evicted_through if nxt is None else min(self.evicted_through, nxt.seq - 1)
-            if hi > cursor:
-                return LostEvent(first_seq=cursor + 1, last_seq=hi)
+        # Every seq before the next available event is gone: evicted by retention,
+        # or skipped by the backend (a remote server evicted it before we fetched it).
+        hi = nxt.seq - 1 if nxt is not None else self.last_seq
+        if hi > cursor:
+            return LostEvent(first_seq=cursor + 1, last_seq=hi)
         if nxt is not None:
             return nxt
         return self.failure

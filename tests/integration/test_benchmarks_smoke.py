@@ -57,7 +57,12 @@ def test_quick_run_writes_every_metric(tmp_path: Path) -> None:
         ours = {n for n, v in variants.items() if v["kind"] == "ours"}
         baselines = {n for n, v in variants.items() if v["kind"] == "baseline"}
         assert ours and baselines, name
-        assert set(metric["ratios"]) == {f"{o}/{b}" for o in ours for b in baselines}
+        expected_ratios = set()
+        for o in ours:
+            compared = variants[o]["compared_with"]
+            assert compared and set(compared) <= baselines, (name, o, compared)
+            expected_ratios |= {f"{o}/{b}" for b in compared}
+        assert set(metric["ratios"]) == expected_ratios, name
         for key, ratio in metric["ratios"].items():
             assert _positive(ratio), (name, key, ratio)
         assert set(metric["primary_ratios"]) == ours, name
