@@ -172,7 +172,7 @@ async def check_retention(backend: ExecBackend) -> None:
 
 async def check_8mib_checksum(backend: ExecBackend) -> None:
     size = 8 * _MiB
-    expected = hashlib.sha256((b"0123456789abcde\n" * (size // 16))).hexdigest()
+    expected = hashlib.sha256(b"0123456789abcde\n" * (size // 16)).hexdigest()
     digest = hashlib.sha256()
     total = 0
     async with open_process(backend, _sh(f"yes 0123456789abcde | head -c {size}")) as proc:

@@ -1,0 +1,61 @@
+"""The real codex exec-server 0.169.0, fetched by scripts/fetch-codex.sh.
+
+Never skipped: if the binary cannot be fetched, these tests fail and say why.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+
+import unified_exec as ue
+
+ROOT = pathlib.Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="session")
+def codex_bin() -> str:
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "fetch-codex.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            "the real codex exec-server is needed for the interop tests and could not be "
+            f"fetched:\n{done.stderr.strip()}",
+            pytrace=False,
+        )
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def codex_env(tmp_path: pathlib.Path) -> dict[str, str]:
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    return {**os.environ, "CODEX_HOME": str(home)}
+
+
+@pytest.fixture
+def codex_stdio(
+    codex_bin: str, codex_env: dict[str, str]
+) -> Callable[[], AbstractAsyncContextManager[Any]]:
+    return lambda: ue.RemoteExecBackend.connect_stdio(
+        [codex_bin, "exec-server", "--listen", "stdio"], env=codex_env
+    )
+
+
+@pytest.fixture
+def ours_stdio() -> Callable[[], AbstractAsyncContextManager[Any]]:
+    return lambda: ue.RemoteExecBackend.connect_stdio(
+        [sys.executable, "-m", "unified_exec", "serve", "--listen", "stdio"]
+    )
