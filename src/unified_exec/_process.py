@@ -170,6 +170,18 @@ class UnifiedExecProcess:
             await self._handle.terminate()
         return await self.wait()
 
+    async def close_stdin(self) -> None:
+        """Send EOF to a ``pipe_stdin`` process (later writes answer STDIN_CLOSED).
+
+        An optional capability: a handle without ``close_stdin`` (or a tty process)
+        raises InvalidRequestError.
+        """
+        close = getattr(self._handle, "close_stdin", None)
+        if close is None:
+            raise InvalidRequestError("this backend cannot close a process's stdin")
+        if not self.closed:
+            await close()
+
     async def interrupt(self) -> None:
         """SIGINT to the process group."""
         if not self.closed:

@@ -270,3 +270,17 @@ async def test_state_is_running_then_exited(backend: ue.LocalPtyBackend) -> None
             assert not p.closed
             state = await p.terminate()
             assert state.has_exited and state.exit_code == 143 and p.closed
+
+
+async def test_close_stdin_sends_eof(backend: ue.LocalPtyBackend) -> None:
+    with trio.fail_after(10):
+        async with ue.open_process(backend, ue.ExecRequest(["wc", "-c"], pipe_stdin=True)) as p:
+            assert await p.write(b"hello world\n") is ue.WriteStatus.ACCEPTED
+            await p.close_stdin()
+            await p.close_stdin()  # idempotent
+            assert await p.write(b"more") is ue.WriteStatus.STDIN_CLOSED
+            assert (await p.wait()).exit_code == 0
+            assert b"".join(c.data for c in (await p.read()).chunks).strip() == b"12"
+        async with ue.open_process(backend, ue.ExecRequest(["cat"], tty=True)) as p:
+            with pytest.raises(ue.InvalidRequestError, match="Ctrl-D"):
+                await p.close_stdin()

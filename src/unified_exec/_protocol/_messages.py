@@ -21,12 +21,14 @@ __all__ = [
     "INITIALIZE",
     "INITIALIZED",
     "OUTPUT",
+    "PROCESS_CLOSE_STDIN",
     "PROCESS_READ",
     "PROCESS_RESIZE",
     "PROCESS_SIGNAL",
     "PROCESS_START",
     "PROCESS_TERMINATE",
     "PROCESS_WRITE",
+    "CloseStdinParams",
     "ClosedParams",
     "ExitedParams",
     "InitializeParams",
@@ -55,7 +57,8 @@ PROCESS_READ = "process/read"
 PROCESS_WRITE = "process/write"
 PROCESS_SIGNAL = "process/signal"
 PROCESS_TERMINATE = "process/terminate"
-PROCESS_RESIZE = "process/resize"  # our extension, announced in initialize
+PROCESS_RESIZE = "process/resize"  # our extensions, announced in initialize
+PROCESS_CLOSE_STDIN = "process/closeStdin"
 OUTPUT = "process/output"
 EXITED = "process/exited"
 CLOSED = "process/closed"
@@ -153,6 +156,11 @@ class ResizeParams:
     process_id: str
     rows: int
     cols: int
+
+
+@attrs.frozen
+class CloseStdinParams:
+    process_id: str
 
 
 @attrs.frozen
@@ -269,7 +277,7 @@ def _make_converter() -> cattrs.Converter:
     for cls in (
         InitializeParams, InitializeResult, StartParams, StartResult, ReadParams, ReadChunk,
         ReadResult, WriteParams, WriteResult, SignalParams, TerminateParams, TerminateResult,
-        ResizeParams, OutputParams, ExitedParams, ClosedParams,
+        ResizeParams, CloseStdinParams, OutputParams, ExitedParams, ClosedParams,
     ):  # fmt: skip
         renames: dict[str, Any] = {
             a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)

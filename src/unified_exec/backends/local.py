@@ -229,6 +229,20 @@ class _LocalProcess:
             _procfs.kill_all(strays | _procfs.descendants(self.pid))
         await trio.lowlevel.checkpoint()
 
+    async def close_stdin(self) -> None:
+        """EOF on a pipe stdin (``cat``, ``wc`` and friends then finish)."""
+        if self._master is not None:
+            raise InvalidRequestError(
+                "a terminal has no separate stdin to close; write b'\\x04' (Ctrl-D) instead"
+            )
+        stdin = self._stdin
+        if stdin is not None:
+            self._stdin = None
+            self._cancel_writes()
+            async with self._write_lock:
+                await stdin.aclose()
+        await trio.lowlevel.checkpoint()
+
     async def interrupt(self) -> None:
         if not self._reaped:
             _kill_group(self.pid, signal.SIGINT)
@@ -375,6 +389,7 @@ class _LocalProcess:
         self._readers.clear()
         if self._stdin is not None:
             self._stdin.close()
+            self._stdin = None
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None

@@ -179,6 +179,18 @@ class _RemoteProcess:
     async def interrupt(self) -> None:
         await self._backend._call(m.PROCESS_SIGNAL, m.SignalParams(self._process_id, "interrupt"))
 
+    async def close_stdin(self) -> None:
+        if m.PROCESS_CLOSE_STDIN not in self._backend.extensions:
+            raise InvalidRequestError(
+                "this exec-server cannot close stdin (codex 0.169.0 has no such method)"
+            )
+        try:
+            await self._backend._call(m.PROCESS_CLOSE_STDIN, m.CloseStdinParams(self._process_id))
+        except RpcError as exc:
+            if exc.code == rpc.INVALID_PARAMS:
+                raise InvalidRequestError(exc.message) from None
+            raise
+
     async def resize(self, rows: int, cols: int) -> None:
         check_tty_size(rows, cols)
         if m.PROCESS_RESIZE not in self._backend.extensions:

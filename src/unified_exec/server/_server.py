@@ -32,7 +32,7 @@ __all__ = ["Connection", "ExecServer"]
 log = logging.getLogger("unified_exec.server")
 
 _MAX_WAIT_MS = 24 * 3600 * 1000
-EXTENSIONS = [m.PROCESS_RESIZE]
+EXTENSIONS = [m.PROCESS_RESIZE, m.PROCESS_CLOSE_STDIN]
 
 
 class Connection(Protocol):
@@ -127,6 +127,7 @@ class ExecServer:
             m.PROCESS_SIGNAL: self._signal,
             m.PROCESS_TERMINATE: self._terminate,
             m.PROCESS_RESIZE: self._resize,
+            m.PROCESS_CLOSE_STDIN: self._close_stdin,
             "environment/info": self._environment_info,
         }
 
@@ -367,7 +368,7 @@ class ExecServer:
             status = "unknownProcess"
         elif entry.proc is None:
             status = "starting"
-        elif not entry.tty and not entry.pipe_stdin:
+        elif (not entry.tty and not entry.pipe_stdin) or entry.stdin_closed:
             status = "stdinClosed"
         elif entry.terminated:
             raise _Fail(rpc.INTERNAL_ERROR, "failed to write to process stdin")
@@ -414,6 +415,18 @@ class ExecServer:
             await entry.proc.resize(p.rows, p.cols)
         except InvalidRequestError as exc:
             raise _Fail(rpc.INVALID_PARAMS, str(exc)) from None
+        return {}
+
+    async def _close_stdin(self, state: _ConnState, session: Session, params: Any) -> Any:
+        p = m.structure(params, m.CloseStdinParams)
+        entry = self._entry(session, p.process_id)
+        if entry.proc is None:
+            raise _Fail(rpc.INVALID_REQUEST, f"process id {p.process_id} is starting")
+        try:
+            await entry.proc.close_stdin()
+        except InvalidRequestError as exc:
+            raise _Fail(rpc.INVALID_PARAMS, str(exc)) from None
+        entry.stdin_closed = True
         return {}
 
     # -- notifications and lifetimes ---------------------------------------------------

@@ -36,6 +36,7 @@ class Entry:
     pipe_stdin: bool = False
     terminated: bool = False  # by process/terminate (writes then fail, as in codex)
     start_cancelled: bool = False
+    stdin_closed: bool = False  # by our process/closeStdin extension
     write_ids: collections.OrderedDict[str, None] = attrs.field(factory=collections.OrderedDict)
 
     def remember_write(self, write_id: str) -> bool:
