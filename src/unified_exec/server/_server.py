@@ -141,7 +141,8 @@ class ExecServer:
         with trio.CancelScope(shield=True):
             await self._terminate_all(list(self.store.sessions.values()))
         self._nursery.cancel_scope.cancel()
-        return await self._nursery_cm.__aexit__(*exc)
+        await self._nursery_cm.__aexit__(None, None, None)
+        return None
 
     @property
     def nursery(self) -> trio.Nursery:
