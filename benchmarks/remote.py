@@ -176,9 +176,8 @@ def cli() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     for key, summary in report["results"].items():
-        print(
-            f"{key:36s} median {summary['median']:10.2f}  min-max {summary['min']:.2f}-{summary['max']:.2f}"
-        )
+        lo, hi = summary["min"], summary["max"]
+        print(f"{key:36s} median {summary['median']:10.2f}  min-max {lo:.2f}-{hi:.2f}")
     for key, ratio in report["ratios"].items():
         print(f"{key:36s} {ratio:6.2f}x")
 
