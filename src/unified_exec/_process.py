@@ -144,6 +144,11 @@ class UnifiedExecProcess:
         return self._shared.log.state
 
     @property
+    def last_seq(self) -> int:
+        """The newest seq this process has seen (0 before any event)."""
+        return self._shared.log.last_seq
+
+    @property
     def closed(self) -> bool:
         """True once nothing more will happen: closed, or failed."""
         return self._shared.log.terminal

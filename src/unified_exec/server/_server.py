@@ -262,7 +262,7 @@ class ExecServer:
             # Output made while detached is not replayed: push from here on.
             for entry in session.entries.values():
                 if entry.proc is not None and not entry.proc.closed:
-                    after = entry.proc._shared.log.last_seq
+                    after = entry.proc.last_seq
                     state.nursery.start_soon(self._forward, state, entry, after)
         else:
             session = self.store.new()
@@ -455,7 +455,7 @@ class ExecServer:
                 elif isinstance(event, FailedEvent):
                     # The wire has no failure notification: end the stream visibly
                     # (process/read reports the message in `failure`).
-                    seq = entry.proc._shared.log.last_seq
+                    seq = entry.proc.last_seq
                     if entry.proc.state.exit_code is None:
                         seq += 1
                         params_e = m.ExitedParams(pid, seq, -1)
