@@ -151,28 +151,35 @@ class NdjsonDecoder:
     def __init__(self, max_line: int = 64 * 1024 * 1024) -> None:
         self._max = max_line
         self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf already known to hold no newline
         self._skipping = False
 
     def feed(self, data: bytes) -> list[bytes | MessageError]:
         out: list[bytes | MessageError] = []
         self._buf += data
         start = 0
+        search_from = self._scanned
         while True:
-            nl = self._buf.find(b"\n", start)
+            nl = self._buf.find(b"\n", search_from)
             if nl < 0:
                 break
             line = bytes(self._buf[start:nl])
-            start = nl + 1
+            start = search_from = nl + 1
             if self._skipping:
                 self._skipping = False
                 continue
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if line.strip():
+            if len(line) > self._max:
+                out.append(MessageError(f"message longer than {self._max} bytes"))
+            elif line.strip():
                 out.append(line)
         del self._buf[:start]
-        if len(self._buf) > self._max:
+        self._scanned = len(self._buf)
+        held = len(self._buf) - (1 if self._buf.endswith(b"\r") else 0)  # \r may end a line
+        if held > self._max:
             self._buf.clear()
+            self._scanned = 0
             if not self._skipping:
                 self._skipping = True
                 out.append(MessageError(f"message longer than {self._max} bytes"))

@@ -28,6 +28,7 @@ __all__ = [
     "PROCESS_START",
     "PROCESS_TERMINATE",
     "PROCESS_WRITE",
+    "START_TTY_SIZE",
     "CloseStdinParams",
     "ClosedParams",
     "ExitedParams",
@@ -59,6 +60,7 @@ PROCESS_SIGNAL = "process/signal"
 PROCESS_TERMINATE = "process/terminate"
 PROCESS_RESIZE = "process/resize"  # our extensions, announced in initialize
 PROCESS_CLOSE_STDIN = "process/closeStdin"
+START_TTY_SIZE = "process/start.ttySize"
 OUTPUT = "process/output"
 EXITED = "process/exited"
 CLOSED = "process/closed"
@@ -89,6 +91,8 @@ class StartParams:
     tty: bool
     pipe_stdin: bool = False
     arg0: str | None = None
+    # Our extension (announced as START_TTY_SIZE): [rows, cols] of a new PTY.
+    tty_size: list[int] | None = None
 
 
 @attrs.frozen
@@ -198,10 +202,14 @@ def _strict(kind: type, expected: str) -> Any:
     def hook(value: Any, _type: Any) -> Any:
         if isinstance(value, bool) and kind is not bool:
             raise ParamsError(f"invalid type: boolean `{str(value).lower()}`, expected {expected}")
+        if (
+            kind is int
+            and isinstance(value, float | int)
+            and (isinstance(value, float) or value < 0)
+        ):
+            raise ParamsError("invalid number")  # codex's words for a bad u64
         if not isinstance(value, kind):
             raise ParamsError(f"invalid type: {_describe(value)}, expected {expected}")
-        if kind is int and isinstance(value, int) and value < 0:
-            raise ParamsError(f"invalid value: integer `{value}`, expected {expected}")
         return value
 
     return hook
@@ -213,12 +221,12 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"boolean `{str(value).lower()}`"
     if isinstance(value, int | float):
-        return f"integer `{value}`" if isinstance(value, int) else f"floating point `{value}`"
+        return "number"  # codex (serde_json) does not quote the value
     if isinstance(value, str):
         return f'string "{value}"'
     if isinstance(value, list):
-        return "a sequence"
-    return "a map"
+        return "sequence"
+    return "map"
 
 
 def _b64decode(value: Any, _type: Any) -> bytes:
@@ -232,6 +240,24 @@ def _b64decode(value: Any, _type: Any) -> bytes:
 
 def _b64encode(value: bytes) -> str:
     return binascii.b2a_base64(value, newline=False).decode("ascii")
+
+
+# Our extension fields: never put on the wire unless used, so codex never sees them.
+_OMIT_IF_NONE = frozenset({"tty_size", "extensions"})
+
+
+def _struct_hook(name: str, fn: Any) -> Any:
+    def hook(value: Any, type_: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ParamsError(f"invalid type: {_describe(value)}, expected struct {name}")
+        return fn(value, type_)
+
+    return hook
+
+
+def _is_list(type_: Any) -> bool:
+    origin: object = typing.get_origin(type_)
+    return origin is list
 
 
 def _is_literal(type_: Any) -> bool:
@@ -256,10 +282,16 @@ def _make_converter() -> cattrs.Converter:
             del key
         return dict(value)
 
-    def list_str(value: Any, _type: Any) -> list[str]:
+    def any_list(value: Any, type_: Any) -> list[Any]:
         if not isinstance(value, list):
             raise ParamsError(f"invalid type: {_describe(value)}, expected a sequence")
-        return [conv.structure(v, str) for v in value]
+        (item,) = typing.get_args(type_) or (Any,)
+        return [conv.structure(v, item) for v in value]
+
+    def any_map(value: Any, _type: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ParamsError(f"invalid type: {_describe(value)}, expected a map")
+        return dict(value)
 
     def literal(value: Any, type_: Any) -> Any:
         allowed = typing.get_args(type_)
@@ -273,17 +305,23 @@ def _make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook_func(_is_literal, literal)
     conv.register_structure_hook_func(lambda t: t == dict[str, str], dict_str_str)
-    conv.register_structure_hook_func(lambda t: t == list[str], list_str)
+    conv.register_structure_hook_func(_is_list, any_list)
+    conv.register_structure_hook_func(lambda t: t == dict[str, Any], any_map)
     for cls in (
         InitializeParams, InitializeResult, StartParams, StartResult, ReadParams, ReadChunk,
         ReadResult, WriteParams, WriteResult, SignalParams, TerminateParams, TerminateResult,
         ResizeParams, CloseStdinParams, OutputParams, ExitedParams, ClosedParams,
     ):  # fmt: skip
         renames: dict[str, Any] = {
-            a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)
+            a.name: override(rename=_camel(a.name), omit_if_default=a.name in _OMIT_IF_NONE)
+            for a in attrs.fields(cls)
         }
         conv.register_structure_hook(
-            cls, make_dict_structure_fn(cls, conv, _cattrs_detailed_validation=False, **renames)
+            cls,
+            _struct_hook(
+                cls.__name__,
+                make_dict_structure_fn(cls, conv, _cattrs_detailed_validation=False, **renames),
+            ),
         )
         conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **renames))
     return conv

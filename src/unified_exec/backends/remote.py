@@ -48,6 +48,7 @@ REMOTE_DEFAULT_ENV: Mapping[str, str] = {
     "LANG": "C.UTF-8",
 }
 
+_DEFAULT_SIZE = (24, 80)  # what an exec-server's PTY starts with
 _GAP_GRACE = 0.25  # how long a seq may be missing before we fetch it
 _STATUS = {s.value: s for s in WriteStatus}
 _MAX_FRAME = 64 * 1024 * 1024
@@ -358,6 +359,14 @@ class RemoteExecBackend:
             home = _uri_path(str(self.environment_info.get("userHomeDir", "")))
             if home:
                 env["HOME"] = home
+        tty_size = None
+        if request.tty and request.size != _DEFAULT_SIZE:
+            if m.START_TTY_SIZE not in self.extensions:
+                raise InvalidRequestError(
+                    f"this exec-server starts terminals at {_DEFAULT_SIZE[0]}x{_DEFAULT_SIZE[1]}"
+                    " only (it does not announce process/start.ttySize)"
+                )
+            tty_size = list(request.size)
         return m.StartParams(
             process_id=process_id,
             argv=list(request.argv),
@@ -366,6 +375,7 @@ class RemoteExecBackend:
             tty=request.tty,
             pipe_stdin=request.pipe_stdin,
             arg0=request.arg0,
+            tty_size=tty_size,
         )
 
     async def start(self, request: ExecRequest) -> _RemoteProcess:

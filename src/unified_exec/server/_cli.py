@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 import trio
 
 from .._errors import InvalidRequestError
 from ._transports import serve_exec_server
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,30 +37,52 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper())
+async def _serve(args: argparse.Namespace) -> int:
+    """Serve until stdin EOF (stdio) or a stop signal; children die either way."""
 
     def announce(url: str) -> None:
         if url != "stdio":
             print(url, flush=True)
 
+    stopped_by: list[int] = []
+    with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    stopped_by.append(signum)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            async def serve() -> None:
+                await serve_exec_server(
+                    listen=args.listen,
+                    token=args.token,
+                    retain_closed=args.retain_closed,
+                    detach_timeout=args.detach_timeout,
+                    announce=announce,
+                )
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            nursery.start_soon(serve)
+    return 128 + stopped_by[0] if stopped_by else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper())
     try:
-        trio.run(
-            lambda: serve_exec_server(
-                listen=args.listen,
-                token=args.token,
-                retain_closed=args.retain_closed,
-                detach_timeout=args.detach_timeout,
-                announce=announce,
-            )
-        )
+        return trio.run(_serve, args)
+    except BaseExceptionGroup as group:
+        refused = group.subgroup(InvalidRequestError)
+        if refused is None:
+            raise
+        print(f"unified-exec: {refused.exceptions[0]}", file=sys.stderr)
+        return 2
     except InvalidRequestError as exc:
         print(f"unified-exec: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ __all__ = ["Connection", "ExecServer"]
 log = logging.getLogger("unified_exec.server")
 
 _MAX_WAIT_MS = 24 * 3600 * 1000
-EXTENSIONS = [m.PROCESS_RESIZE, m.PROCESS_CLOSE_STDIN]
+EXTENSIONS = [m.PROCESS_RESIZE, m.PROCESS_CLOSE_STDIN, m.START_TTY_SIZE]
 
 
 class Connection(Protocol):
@@ -167,10 +167,11 @@ class ExecServer:
         if session is None or session.attached is not state:
             return
         session.attached = None
+        session.detaches += 1
         if conn.kind == "stdio":
             await self._terminate_all([session])
         else:
-            self.nursery.start_soon(self._expire_detached, session)
+            self.nursery.start_soon(self._expire_detached, session, session.detaches)
 
     async def _receive_loop(self, state: _ConnState) -> None:
         while True:
@@ -186,7 +187,13 @@ class ExecServer:
                 await state.send(rpc.ErrorResponse(id=-1, code=rpc.INVALID_REQUEST, message=text))
                 continue
             if isinstance(message, rpc.Request):
-                if message.method == m.INITIALIZE:
+                if message.method != m.INITIALIZE and message.method not in self._handlers:
+                    # As codex: an unknown method is that, whatever the handshake state.
+                    await self._error(
+                        state, message, rpc.METHOD_NOT_FOUND,
+                        f"exec-server does not implement `{message.method}`",
+                    )  # fmt: skip
+                elif message.method == m.INITIALIZE:
                     await self._reply(state, message, self._initialize(state, message.params))
                 elif state.session is None:
                     await self._error(
@@ -311,6 +318,7 @@ class ExecServer:
             request = ExecRequest(
                 argv=p.argv, cwd=cwd, env=p.env, tty=p.tty, pipe_stdin=p.pipe_stdin,
                 arg0=p.arg0, process_id=p.process_id,
+                **({"size": tuple(p.tty_size)} if p.tty_size is not None else {}),
             )  # fmt: skip
         except InvalidRequestError as exc:
             raise _Fail(rpc.INVALID_PARAMS, str(exc)) from None
@@ -474,9 +482,13 @@ class ExecServer:
         if session.entries.get(entry.process_id) is entry:
             del session.entries[entry.process_id]
 
-    async def _expire_detached(self, session: Session) -> None:
+    async def _expire_detached(self, session: Session, detach: int) -> None:
         await trio.sleep(self.detach_timeout)
-        if session.attached is None and self.store.sessions.get(session.session_id) is session:
+        if (
+            session.attached is None
+            and session.detaches == detach  # not resumed (and detached again) meanwhile
+            and self.store.sessions.get(session.session_id) is session
+        ):
             await self._terminate_all([session])
 
     async def _terminate_all(self, sessions: list[Session]) -> None:

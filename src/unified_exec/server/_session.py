@@ -14,7 +14,6 @@ import uuid
 from typing import Literal
 
 import attrs
-import trio
 
 from .._process import UnifiedExecProcess
 
@@ -54,7 +53,7 @@ class Session:
     session_id: str
     entries: dict[str, Entry] = attrs.field(factory=dict)
     attached: object | None = None  # the connection, when one is attached
-    attach_changed: trio.Event = attrs.field(factory=trio.Event)
+    detaches: int = 0  # counts detaches, so a stale expiry timer can tell it is stale
 
     def live_processes(self) -> list[UnifiedExecProcess]:
         return [e.proc for e in self.entries.values() if e.proc is not None and not e.proc.closed]
