@@ -17,7 +17,7 @@ from typing import Final
 import attrs
 import trio
 
-from ._errors import InvalidRequestError, ProtocolError
+from ._errors import InvalidRequestError, ProtocolError, TransportLostError
 from ._events import (
     ClosedEvent,
     ExitedEvent,
@@ -170,9 +170,16 @@ class UnifiedExecProcess:
         return await self._handle.write(bytes(data))
 
     async def terminate(self) -> ProcessState:
-        """Kill the process group (SIGTERM, then SIGKILL) and wait until closed."""
+        """Kill the process group (SIGTERM, then SIGKILL) and wait until closed.
+
+        If the link to the process is lost meanwhile, that is the outcome: the state
+        says so (``failure_message``) rather than an exception.
+        """
         if not self.closed:
-            await self._handle.terminate()
+            try:
+                await self._handle.terminate()
+            except TransportLostError:
+                pass  # the handle fails the process; wait() below sees it
         return await self.wait()
 
     async def close_stdin(self) -> None:
@@ -266,12 +273,17 @@ class UnifiedExecProcess:
         if shared is None or shared.log.terminal:
             return
         handle = self._handle
-        try:
-            self._token.run_sync_soon(
-                lambda: trio.lowlevel.spawn_system_task(
-                    handle.terminate, name=f"unified_exec collect {handle.process_id}"
+
+        def collect() -> None:  # runs in the trio thread; must never raise
+            try:
+                trio.lowlevel.spawn_system_task(
+                    _terminate_quietly, handle, name=f"unified_exec collect {handle.process_id}"
                 )
-            )
+            except Exception:
+                log.debug("could not terminate collected process %s", handle.process_id)
+
+        try:
+            self._token.run_sync_soon(collect)
         except Exception:  # the run is over; its own teardown reaps the child
             pass
 
@@ -330,6 +342,13 @@ class EventStream:
     def __del__(self) -> None:
         if getattr(self, "_token", None) is not None:
             self._finish()
+
+
+async def _terminate_quietly(handle: ProcessHandle) -> None:
+    try:
+        await handle.terminate()
+    except Exception as exc:
+        log.debug("terminating collected process %s failed: %r", handle.process_id, exc)
 
 
 def _check_retention(retention_bytes: int) -> None:

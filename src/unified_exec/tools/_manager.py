@@ -329,7 +329,7 @@ class UnifiedExecManager:
         session = _Session(session_id, proc, tty=tty, pipe_stdin=pipe_stdin and not tty)
         warnings = self._store(session)  # stored before waiting, so it is always owned
         deadline = start + clamp_yield_time(yield_time_ms) / 1000
-        ended_by = await self._collect(session, deadline, quiet_ms)
+        ended_by = await self._collect(session, deadline, quiet_ms, 0)
         return self._finish(session, start, tokens, ended_by, warnings)
 
     async def write_stdin(
@@ -348,6 +348,7 @@ class UnifiedExecManager:
         if session is None:
             raise ProcessUnknownError(f"Unknown process id {session_id}")
         session.last_used = start
+        seen_before = session.output_seen
         exited = session.proc.state.has_exited
         if chars:
             if not session.tty and chars == "\u0003":
@@ -365,13 +366,17 @@ class UnifiedExecManager:
             wait_ms = min(wait_ms, MAX_YIELD_TIME_MS)
         else:
             wait_ms = min(max(wait_ms, MIN_EMPTY_YIELD_TIME_MS), self.max_write_stdin_yield_time_ms)
-        ended_by = await self._collect(session, start + wait_ms / 1000, quiet_ms)
+        ended_by = await self._collect(session, start + wait_ms / 1000, quiet_ms, seen_before)
         return self._finish(session, start, tokens, ended_by, [])
 
-    async def _collect(self, session: _Session, deadline: float, quiet_ms: int | None) -> EndReason:
-        """Wait until the process closes, the deadline, or (opt-in) quiet output."""
+    async def _collect(
+        self, session: _Session, deadline: float, quiet_ms: int | None, seen_before: int
+    ) -> EndReason:
+        """Wait until the process closes, the deadline, or (opt-in) quiet output.
+
+        Quiet means: output arrived since ``seen_before`` and then none for quiet_ms.
+        """
         exit_deadline: float | None = None
-        seen_before = session.output_seen
         while True:
             now = trio.current_time()
             if session.proc.closed:
