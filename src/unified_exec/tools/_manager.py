@@ -95,6 +95,7 @@ class _Session:
         self.last_used = trio.current_time()
         self.output_seen = 0
         self.last_output_at = 0.0
+        self.fed_all = False  # every event, up to closed, is in the buffer
         self.changed = trio.lowlevel.ParkingLot()
 
     async def feed(self) -> None:
@@ -107,6 +108,7 @@ class _Session:
                     self.last_output_at = trio.current_time()
                 self.changed.unpark_all()
         finally:
+            self.fed_all = True
             self.changed.unpark_all()
 
 
@@ -320,7 +322,9 @@ class UnifiedExecManager:
                 env=apply_unified_exec_env(self._base_env(), self.forced_env),
                 tty=tty,
                 pipe_stdin=pipe_stdin and not tty,
-                process_id=str(session_id),
+                # Unique per spawn: exec-servers keep a closed id for a while, and
+                # the session id may be handed out again once released.
+                process_id=f"{session_id}-{secrets.token_hex(4)}",
             )
             proc = await UnifiedExecProcess.start(self.backend, request)
         except BaseException:
@@ -379,7 +383,7 @@ class UnifiedExecManager:
         exit_deadline: float | None = None
         while True:
             now = trio.current_time()
-            if session.proc.closed:
+            if session.fed_all:  # closed, and its last output is in the buffer
                 return "exit"
             if session.proc.state.has_exited and exit_deadline is None:
                 # Exited, output not yet closed (a straggler holds it): a short grace.
@@ -428,7 +432,7 @@ class UnifiedExecManager:
     # -- the model-facing surface --------------------------------------------------------
 
     def tool_specs(self) -> list[dict[str, Any]]:
-        return tool_specs()
+        return tool_specs(login=self.allow_login_shell)
 
     async def handle_tool_call(self, name: str, arguments: str | Mapping[str, Any]) -> str:
         """Run a tool call from a model; errors come back as text, never raised."""

@@ -90,6 +90,10 @@ _WRITE_STDIN: dict[str, Any] = {
 }
 
 
-def tool_specs() -> list[dict[str, Any]]:
-    """Fresh copies: callers may edit them (say, to drop ``login``)."""
-    return [copy.deepcopy(_EXEC_COMMAND), copy.deepcopy(_WRITE_STDIN)]
+def tool_specs(*, login: bool = True) -> list[dict[str, Any]]:
+    """Fresh copies (callers may edit them). ``login=False`` leaves the ``login``
+    parameter out, as Codex does when login shells are disabled."""
+    exec_command = copy.deepcopy(_EXEC_COMMAND)
+    if not login:
+        del exec_command["parameters"]["properties"]["login"]
+    return [exec_command, copy.deepcopy(_WRITE_STDIN)]
