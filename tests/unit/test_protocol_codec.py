@@ -107,8 +107,13 @@ def camel(name: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
-# Our extension fields: left off the wire while None, so codex never sees them.
-EXTENSION_FIELDS = {(m.StartParams, "tty_size"), (m.InitializeResult, "extensions")}
+# Left off the wire while None: our extension fields, so codex never sees them, and
+# the optional resumeSessionId, which a client sends only when it resumes.
+EXTENSION_FIELDS = {
+    (m.StartParams, "tty_size"),
+    (m.InitializeResult, "extensions"),
+    (m.InitializeParams, "resume_session_id"),
+}
 
 
 def wire_keys(cls: type, value: Any = None) -> set[str]:
@@ -300,9 +305,10 @@ def test_other_wire_shapes() -> None:
     }
     assert m.unstructure(m.TerminateResult(running=True)) == {"running": True}
     assert m.unstructure(m.WriteResult("stdinClosed")) == {"status": "stdinClosed"}
-    assert m.unstructure(m.InitializeParams("me")) == {
+    assert m.unstructure(m.InitializeParams("me")) == {"clientName": "me"}
+    assert m.unstructure(m.InitializeParams("me", "s1")) == {
         "clientName": "me",
-        "resumeSessionId": None,
+        "resumeSessionId": "s1",
     }
 
 

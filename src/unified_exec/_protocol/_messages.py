@@ -243,7 +243,7 @@ def _b64encode(value: bytes) -> str:
 
 
 # Our extension fields: never put on the wire unless used, so codex never sees them.
-_OMIT_IF_NONE = frozenset({"tty_size", "extensions"})
+_OMIT_IF_NONE = frozenset({"tty_size", "extensions", "resume_session_id"})
 
 
 def _struct_hook(name: str, fn: Any) -> Any:

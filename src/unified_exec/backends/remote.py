@@ -102,6 +102,7 @@ class _RemoteProcess:
             log.warning("bad %s notification for %s: %s", method, self._process_id, exc)
             return
         self._release(self._order.push(event))
+        self._changed.unpark_all()  # even if held back: a new gap starts its grace
 
     def _release(self, events: list[OutputEvent | ExitedEvent | ClosedEvent]) -> None:
         if events:
