@@ -97,8 +97,10 @@ async def test_a_lost_exit_is_inferred_from_the_read_result() -> None:
         return message.get("method") == "process/exited"
 
     with trio.fail_after(20):
-        async with linked(drop_exit) as (backend, server_end):
-            async with ue.open_process(backend, ue.ExecRequest(["sh", "-c", "exit 7"])) as proc:
-                state = await proc.wait()
+        async with (
+            linked(drop_exit) as (backend, server_end),
+            ue.open_process(backend, ue.ExecRequest(["sh", "-c", "exit 7"])) as proc,
+        ):
+            state = await proc.wait()
     assert len(server_end.dropped) == 1
     assert state == ue.ProcessState(has_exited=True, exit_code=7)
