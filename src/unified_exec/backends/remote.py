@@ -471,6 +471,14 @@ class _StdioTransport:
         while not self._ready:
             data = await self._proc.stdout.receive_some(65536)
             if not data:
+                # Say why, if the server died: its exit code and last stderr lines.
+                with trio.move_on_after(1):
+                    await self._proc.wait()
+                if self._proc.returncode not in (None, 0):
+                    tail = " | ".join(self.stderr_tail) or "no stderr"
+                    raise TransportLostError(
+                        f"exec-server exited with code {self._proc.returncode}: {tail}"
+                    )
                 return None
             for item in self._decoder.feed(bytes(data)):
                 if isinstance(item, rpc.MessageError):
