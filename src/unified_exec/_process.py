@@ -63,6 +63,9 @@ class _Shared:
         self.log = EventLog(retention_bytes)
         self.changed = trio.lowlevel.ParkingLot()  # something was appended
         self.progress = trio.lowlevel.ParkingLot()  # an active reader moved on
+        # Once the process is being terminated, nothing is held back for readers any
+        # more: a reader paused inside its own loop must not keep the end from coming.
+        self.unthrottled = False
 
     def append(self, event: OutputEvent | ExitedEvent | ClosedEvent | FailedEvent) -> None:
         try:
@@ -76,7 +79,7 @@ class _Shared:
         try:
             async for event in handle.events():
                 if isinstance(event, OutputEvent):
-                    while self.log.would_evict_unseen(len(event.data)):
+                    while not self.unthrottled and self.log.would_evict_unseen(len(event.data)):
                         await self.progress.park()
                 self.append(event)
                 if self.log.terminal:
@@ -176,6 +179,8 @@ class UnifiedExecProcess:
         says so (``failure_message``) rather than an exception.
         """
         if not self.closed:
+            self._shared.unthrottled = True
+            self._shared.progress.unpark_all()
             try:
                 await self._handle.terminate()
             except TransportLostError:

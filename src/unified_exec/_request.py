@@ -16,8 +16,13 @@ _MAX_TTY_DIM = 0xFFFF
 
 
 def _no_nul(what: str, value: str) -> None:
+    """A str that can become a C string for exec: no NUL, encodable as a path."""
     if "\0" in value:
         raise InvalidRequestError(f"{what} must not contain NUL characters: {value!r}")
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        raise InvalidRequestError(f"{what} cannot be encoded for the OS: {value!r}") from None
 
 
 def _to_argv(value: Any) -> tuple[str, ...]:

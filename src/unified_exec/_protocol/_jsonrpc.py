@@ -117,6 +117,8 @@ def decode(text: str | bytes) -> Message:
         raise MessageError(_json_error(exc)) from None
     except UnicodeDecodeError as exc:
         raise MessageError(f"invalid UTF-8: {exc.reason}") from None
+    except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
+        raise MessageError(f"unacceptable JSON: {exc}") from None
     return parse_message(obj)
 
 

@@ -63,12 +63,25 @@ def holders(targets: set[str]) -> set[int]:
             continue
         for fd in fds:
             try:
-                if os.readlink(f"{fd_dir}/{fd}") in targets:
+                link = os.readlink(f"{fd_dir}/{fd}")
+                if link in targets and (
+                    not link.startswith("pipe:") or _can_write(f"/proc/{name}/fdinfo/{fd}")
+                ):
                     found.add(int(name))
                     break
             except OSError:
                 continue
     return found
+
+
+def _can_write(fdinfo: str) -> bool:
+    """Both ends of a pipe show the same link; only a writer keeps our stream open
+    (a forked copy of this interpreter holding a read end must be left alone)."""
+    with open(fdinfo) as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return (int(line.split()[1], 8) & os.O_ACCMODE) != os.O_RDONLY
+    return True
 
 
 def kill_all(pids: set[int], sig: int = signal.SIGKILL) -> None:

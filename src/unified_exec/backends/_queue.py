@@ -27,10 +27,11 @@ class EventQueue:
         self._ended = False
         self.changed = trio.lowlevel.ParkingLot()
         self.waiting_for_room = 0
+        self.unbounded = False  # set when terminating: the end must never wait for room
 
     @property
     def full(self) -> bool:
-        return self._bytes >= self._capacity
+        return not self.unbounded and self._bytes >= self._capacity
 
     async def wait_room(self) -> None:
         if not self.full:

@@ -116,9 +116,20 @@ class RpcClient:
     async def _send(self, message: rpc.Message) -> None:
         if self.lost is not None:
             raise TransportLostError(self.lost)
+        frame = rpc.encode(message)
         async with self._send_lock:
+            if self.lost is not None:
+                raise TransportLostError(self.lost)
             try:
-                await self._transport.send(rpc.encode(message))
+                # A frame, once begun, is finished or the link is given up: a cancelled
+                # half-frame would corrupt everything after it. And a peer that stops
+                # reading must not stall every request forever.
+                with trio.CancelScope(shield=True) as scope:
+                    scope.relative_deadline = self.request_timeout
+                    await self._transport.send(frame)
+                if scope.cancelled_caught:
+                    self._lose(f"sending timed out after {self.request_timeout:g} s")
+                    raise TransportLostError(self.lost)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._lose(f"send failed: {exc!r}")
                 raise TransportLostError(self.lost) from exc

@@ -83,6 +83,14 @@ def _high_fd(fd: int) -> int:
     return new
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    """Cancelled, or a nursery's group made of nothing but Cancelled."""
+    if isinstance(exc, BaseExceptionGroup):
+        rest = exc.split(trio.Cancelled)[1]
+        return rest is None
+    return isinstance(exc, trio.Cancelled)
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -113,23 +121,44 @@ class _ChildFds:
 
     @classmethod
     def open(cls, request: ExecRequest) -> _ChildFds:
+        opened: list[int] = []
+        try:
+            return cls._open(request, opened)
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
+
+    @classmethod
+    def _open(cls, request: ExecRequest, opened: list[int]) -> _ChildFds:
+        def pipe() -> tuple[int, int]:
+            r, w = os.pipe()
+            opened.extend((r, w))
+            return r, w
+
+        def high(fd: int) -> int:
+            new = _high_fd(fd)
+            opened[opened.index(fd)] = new
+            return new
+
         if request.tty:
             master, slave = os.openpty()
+            opened.extend((master, slave))
             _set_winsize(master, *request.size)
             name = os.ttyname(slave)
             # After setsid, the child opening the slave makes it its controlling tty.
             stdio: Stdio = (OpenPath(name, os.O_RDWR), DupFd(0), DupFd(0))
             return cls(stdio, {"pty": master}, None, master, {name}, [slave])
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        out_r, out_w = pipe()
+        err_r, err_w = pipe()
         _grow_pipe(out_r)
         _grow_pipe(err_r)
-        child_side = [_high_fd(out_w), _high_fd(err_w)]
+        child_side = [high(out_w), high(err_w)]
         stdin: int | None = None
         stdin_src: DupFd | OpenPath = OpenPath(os.devnull, os.O_RDONLY)
         if request.pipe_stdin:
-            in_r, stdin = os.pipe()
-            child_side.append(_high_fd(in_r))
+            in_r, stdin = pipe()
+            child_side.append(high(in_r))
             stdin_src = DupFd(child_side[-1])
         links = {f"pipe:[{os.fstat(fd).st_ino}]" for fd in (out_r, err_r)}
         stdio = (stdin_src, DupFd(child_side[0]), DupFd(child_side[1]))
@@ -195,7 +224,7 @@ class _LocalProcess:
         if not data:
             return WriteStatus.ACCEPTED
         async with self._write_lock:
-            if self._exited.is_set() or self._terminating:
+            if self._exited.is_set() or self._terminating or self._stdin is not stdin:
                 return WriteStatus.STDIN_CLOSED
             with trio.CancelScope() as scope:
                 self._write_scopes.add(scope)
@@ -217,6 +246,8 @@ class _LocalProcess:
         or the child's own code if it handled SIGTERM and exited.
         """
         self._terminating = True
+        self._queue.unbounded = True  # what is left is bounded: the group is being killed
+        self._queue.notify()
         self._cancel_writes()
         if not self._exited.is_set():
             strays = _procfs.descendants(self.pid)
@@ -363,7 +394,7 @@ class _LocalProcess:
             self._queue.put_closed()
         except BaseException as exc:
             self._cleanup()
-            if isinstance(exc, trio.Cancelled):
+            if _is_cancellation(exc):
                 self._queue.put_failed("process supervision was cancelled (the trio run ended)")
                 raise
             log.exception("supervising process %s failed", self._process_id)
@@ -469,12 +500,20 @@ class LocalPtyBackend:
             raise LaunchError(f"cannot allocate {what} for {path}: {exc.strerror}") from exc
         try:
             pid = spawn(path, argv, env, cwd, fds.stdio)
-        except OSError as exc:
+        except BaseException as exc:
             fds.close_parent_side()
-            raise _launch_error(exc, path, cwd) from None
+            if isinstance(exc, OSError):
+                raise _launch_error(exc, path, cwd) from None
+            raise
         finally:
             fds.close_child_side()
-        proc = _LocalProcess(self, process_id, pid, fds)
+        try:
+            proc = _LocalProcess(self, process_id, pid, fds)
+        except BaseException:  # e.g. EMFILE on dup: do not leave an unsupervised child
+            _kill_group(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            fds.close_parent_side()
+            raise
         self._live.add(proc)
         trio.lowlevel.spawn_system_task(
             proc.supervise, name=f"unified_exec supervisor {process_id} (pid {pid})"

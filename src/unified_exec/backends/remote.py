@@ -31,6 +31,7 @@ from .._errors import (
     UnifiedExecError,
 )
 from .._events import ClosedEvent, ExitedEvent, FailedEvent, OutputEvent, ProcessEvent, WriteStatus
+from .._groups import unwrap_single
 from .._protocol import _jsonrpc as rpc
 from .._protocol import _messages as m
 from .._protocol._reorder import SeqReorderer
@@ -52,6 +53,7 @@ REMOTE_DEFAULT_ENV: Mapping[str, str] = {
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _DEFAULT_SIZE = (24, 80)  # what an exec-server's PTY starts with
 _GAP_GRACE = 0.25  # how long a seq may be missing before we fetch it
+_CLIENT_BUFFER_BYTES = 16 * 1024 * 1024  # per process, while its reader lags
 _STATUS = {s.value: s for s in WriteStatus}
 _MAX_FRAME = 64 * 1024 * 1024
 
@@ -73,6 +75,7 @@ class _RemoteProcess:
         self._process_id = process_id
         self._order = SeqReorderer()
         self._ready: deque[ProcessEvent] = deque()
+        self._ready_bytes = 0
         self._changed = trio.lowlevel.ParkingLot()
         self._ended = False
         self._events_taken = False
@@ -85,6 +88,11 @@ class _RemoteProcess:
 
     def deliver(self, method: str, params: Any) -> None:
         if self._ended:
+            return
+        if method == m.OUTPUT and self._ready_bytes >= _CLIENT_BUFFER_BYTES:
+            # The reader lags and the connection must keep flowing for the other
+            # processes: drop it here; it is fetched again with process/read when
+            # the reader catches up (or reported lost if the server evicted it).
             return
         try:
             if method == m.OUTPUT:
@@ -107,6 +115,7 @@ class _RemoteProcess:
     def _release(self, events: list[OutputEvent | ExitedEvent | ClosedEvent]) -> None:
         if events:
             self._ready.extend(events)
+            self._ready_bytes += sum(len(e.data) for e in events if isinstance(e, OutputEvent))
             self._changed.unpark_all()
 
     def fail(self, message: str) -> None:
@@ -135,6 +144,8 @@ class _RemoteProcess:
                     else:
                         await self._changed.park()
                 event = self._ready.popleft()
+                if isinstance(event, OutputEvent):
+                    self._ready_bytes -= len(event.data)
                 yield event
                 if isinstance(event, ClosedEvent | FailedEvent):
                     return
@@ -218,6 +229,7 @@ class RemoteExecBackend:
         self._request_timeout = request_timeout
         self._routes: dict[str, _RemoteProcess] = {}
         self._client: RpcClient | None = None
+        self._nursery: trio.Nursery | None = None
         self.session_id: str | None = None
         self.environment_info: dict[str, Any] = {}
         self.extensions: frozenset[str] = frozenset()
@@ -242,16 +254,21 @@ class RemoteExecBackend:
         headers = [(b"Authorization", b"Bearer " + token.encode())] if token else None
         connected = False
         try:
-            async with trio_websocket.open_websocket_url(
-                url,
-                extra_headers=headers,
-                max_message_size=_MAX_FRAME,
-                connect_timeout=connect_timeout,
-                disconnect_timeout=5,
-            ) as ws:
-                connected = True
-                async with cls._running(_WsTransport(ws), client_name, request_timeout) as backend:
-                    yield backend
+            with unwrap_single():
+                async with trio_websocket.open_websocket_url(
+                    url,
+                    extra_headers=headers,
+                    max_message_size=_MAX_FRAME,
+                    connect_timeout=connect_timeout,
+                    disconnect_timeout=5,
+                ) as ws:
+                    connected = True
+                    async with cls._running(
+                        _WsTransport(ws), client_name, request_timeout
+                    ) as backend:
+                        yield backend
+        except trio_websocket.DisconnectionTimeout:
+            log.debug("exec-server %s did not finish the closing handshake", url)
         except (OSError, trio_websocket.HandshakeError) as exc:
             if connected:
                 raise
@@ -284,11 +301,12 @@ class RemoteExecBackend:
             raise LaunchError(f"cannot start exec-server {argv[0]}: {exc}", path=argv[0]) from exc
         transport = _StdioTransport(proc)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(transport.drain_stderr)
-                async with cls._running(transport, client_name, request_timeout) as backend:
-                    yield backend
-                nursery.cancel_scope.cancel()
+            with unwrap_single():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(transport.drain_stderr)
+                    async with cls._running(transport, client_name, request_timeout) as backend:
+                        yield backend
+                    nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await transport.shutdown()
@@ -307,6 +325,7 @@ class RemoteExecBackend:
         )
         backend._client = client
         async with trio.open_nursery() as nursery:
+            backend._nursery = nursery
             nursery.start_soon(client.run)
             try:
                 await backend._handshake()
@@ -405,7 +424,10 @@ class RemoteExecBackend:
                 ) from None
             raise InvalidRequestError(f"exec-server refused the start: {exc.message}") from None
         except BaseException:
+            # Timed out or cancelled: the server may have started it all the same.
             self._routes.pop(process_id, None)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._quiet_terminate, handle)
             raise
         return handle
 

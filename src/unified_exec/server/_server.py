@@ -160,6 +160,8 @@ class ExecServer:
                 await self._receive_loop(state)
             except _Gone:
                 pass
+            except Exception:  # one connection's trouble must never take the server down
+                log.exception("closing exec-server connection %s after an error", conn.name)
             finally:
                 state.alive = False
                 nursery.cancel_scope.cancel()

@@ -101,6 +101,7 @@ async def serve_exec_server(
     retain_closed: float = 80.0,
     detach_timeout: float = 80.0,
     announce: Any = None,
+    allowed_origins: frozenset[str] = frozenset(),
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an exec-server until cancelled (stdio: until stdin reaches EOF).
@@ -108,7 +109,8 @@ async def serve_exec_server(
     ``task_status.started()`` gets the bound URL (``ws://127.0.0.1:PORT``) or
     ``"stdio"``; ``announce(url)``, if given, is called with it too. A websocket
     listener on a non-loopback address needs ``token``; clients then send
-    ``Authorization: Bearer <token>``.
+    ``Authorization: Bearer <token>``. Handshakes that carry an ``Origin`` header
+    (browsers always send one) are refused unless it is in ``allowed_origins``.
     """
     kind, host, port = parse_listen(listen)
     if kind == "ws" and not _is_loopback(host) and not token:
@@ -133,8 +135,15 @@ async def serve_exec_server(
             return
 
         async def handler(request: WebSocketRequest) -> None:
+            headers = dict(request.headers)
+            origin = headers.get(b"origin")
+            if origin is not None and origin.decode(errors="replace") not in allowed_origins:
+                # A browser page: it could otherwise drive a loopback server without a
+                # token (cross-site WebSocket hijacking). Real clients send no Origin.
+                await request.reject(403, body=b"cross-origin websocket refused\n")
+                return
             if token is not None:
-                given = dict(request.headers).get(b"authorization", b"")
+                given = headers.get(b"authorization", b"")
                 if not hmac.compare_digest(given, b"Bearer " + token.encode()):
                     await request.reject(401, body=b"missing or wrong token\n")
                     return

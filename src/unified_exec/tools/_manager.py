@@ -354,6 +354,13 @@ class UnifiedExecManager:
         session.last_used = start
         seen_before = session.output_seen
         exited = session.proc.state.has_exited
+        wait_ms = max(yield_time_ms, MIN_YIELD_TIME_MS)
+        if chars:
+            wait_ms = min(wait_ms, MAX_YIELD_TIME_MS)
+        else:
+            wait_ms = min(max(wait_ms, MIN_EMPTY_YIELD_TIME_MS), self.max_write_stdin_yield_time_ms)
+        deadline = start + wait_ms / 1000
+        warnings: list[str] = []
         if chars:
             if not session.tty and chars == "\u0003":
                 if not exited:
@@ -361,17 +368,20 @@ class UnifiedExecManager:
             elif not session.tty and not session.pipe_stdin:
                 raise StdinClosedError(STDIN_CLOSED_TEXT)
             elif not exited:
-                status = await session.proc.write(chars)
-                if status is not WriteStatus.ACCEPTED and not session.proc.state.has_exited:
+                status: WriteStatus | None = None
+                with trio.move_on_at(deadline):  # a child that never reads must not hang us
+                    status = await session.proc.write(chars)
+                if status is None:
+                    warnings.append(
+                        "the input was not fully written within the yield window: the "
+                        "process is not reading its stdin"
+                    )
+                elif status is not WriteStatus.ACCEPTED and not session.proc.state.has_exited:
                     raise StdinClosedError("failed to write to stdin")
-                await trio.sleep(POST_WRITE_PAUSE)
-        wait_ms = max(yield_time_ms, MIN_YIELD_TIME_MS)
-        if chars:
-            wait_ms = min(wait_ms, MAX_YIELD_TIME_MS)
-        else:
-            wait_ms = min(max(wait_ms, MIN_EMPTY_YIELD_TIME_MS), self.max_write_stdin_yield_time_ms)
-        ended_by = await self._collect(session, start + wait_ms / 1000, quiet_ms, seen_before)
-        return self._finish(session, start, tokens, ended_by, [])
+                else:
+                    await trio.sleep(POST_WRITE_PAUSE)
+        ended_by = await self._collect(session, deadline, quiet_ms, seen_before)
+        return self._finish(session, start, tokens, ended_by, warnings)
 
     async def _collect(
         self, session: _Session, deadline: float, quiet_ms: int | None, seen_before: int
@@ -440,7 +450,7 @@ class UnifiedExecManager:
             args = json.loads(arguments) if isinstance(arguments, str) else dict(arguments)
             if not isinstance(args, dict):
                 raise TypeError(f"expected a JSON object, got {type(args).__name__}")
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             return f"failed to parse {name} arguments: {exc}"
         if name == "exec_command":
             return await self._exec_command_call(args)
