@@ -30,7 +30,9 @@ trap 'rm -rf "$tmp"' EXIT
   || die "npm pack $PACKAGE failed: $(tail -n 5 "$tmp/npm.log")"
 tgz="$(ls "$tmp"/*.tgz 2>/dev/null | head -n 1)"
 [ -n "$tgz" ] || die "npm pack produced no tarball"
-actual="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+actual="sha512-$(python3 -c 'import base64, hashlib, sys
+with open(sys.argv[1], "rb") as f:
+    print(base64.b64encode(hashlib.file_digest(f, "sha512").digest()).decode())' "$tgz")"
 [ "$actual" = "$INTEGRITY" ] || die "integrity mismatch for $PACKAGE: got $actual"
 rm -rf "$CACHE/package"
 tar -xzf "$tgz" -C "$CACHE" package/vendor/x86_64-unknown-linux-musl/bin/codex package/package.json
