@@ -76,6 +76,7 @@ class _RemoteProcess:
         self._order = SeqReorderer()
         self._ready: deque[ProcessEvent] = deque()
         self._ready_bytes = 0
+        self._dropping = False  # output is being dropped until the next refetch
         self._changed = trio.lowlevel.ParkingLot()
         self._ended = False
         self._events_taken = False
@@ -89,10 +90,12 @@ class _RemoteProcess:
     def deliver(self, method: str, params: Any) -> None:
         if self._ended:
             return
-        if method == m.OUTPUT and self._ready_bytes >= _CLIENT_BUFFER_BYTES:
+        if method == m.OUTPUT and (self._dropping or self._ready_bytes >= _CLIENT_BUFFER_BYTES):
             # The reader lags and the connection must keep flowing for the other
-            # processes: drop it here; it is fetched again with process/read when
-            # the reader catches up (or reported lost if the server evicted it).
+            # processes: drop output here (all of it until the refetch, or it would
+            # pile up behind the gap); it is fetched again with process/read when
+            # the reader catches up, or reported lost if the server evicted it.
+            self._dropping = True
             return
         try:
             if method == m.OUTPUT:
@@ -136,7 +139,9 @@ class _RemoteProcess:
         try:
             while True:
                 while not self._ready:
-                    if self._order.gap is not None:
+                    if self._dropping:  # we dropped output: fetch it now
+                        await self._fill_gap()
+                    elif self._order.gap is not None:
                         with trio.move_on_after(_GAP_GRACE):
                             await self._changed.park()
                         if not self._ready and self._order.gap is not None:
@@ -155,6 +160,7 @@ class _RemoteProcess:
     async def _fill_gap(self) -> None:
         """Fetch seqs that did not arrive (e.g. while a session was detached)."""
         before = self._order.next_seq
+        self._dropping = False  # notifications from here on are kept again
         try:
             result = await self._backend._call(
                 m.PROCESS_READ, m.ReadParams(self._process_id, after_seq=before - 1)
