@@ -70,6 +70,10 @@ class RpcClient:
                 if frame is None:
                     break
                 self._dispatch(frame)
+                # Let the readers of what we just delivered run before the next
+                # frame: buffered frames would otherwise be handed out in bursts
+                # faster than a keeping-up reader takes them one event at a time.
+                await trio.lowlevel.checkpoint()
         except trio.Cancelled:
             reason = "connection closed by the client"
             raise
