@@ -329,6 +329,9 @@ async def test_stalled_stdio_server_times_out_the_send(tmp_path: Path) -> None:
 async def test_cancelled_big_write_does_not_corrupt_stdio_link(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The link and server are real; the wrapped send only *observes* when the big
+    frame starts going out (it calls the real send), so the cancellation is known to
+    land mid-frame — a timing a real part cannot be made to hit on demand."""
     big_frame_sending = trio.Event()
     sending = {"now": False}
     orig_send = remote._StdioTransport.send
