@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .._errors import ExecTimeoutError, RemoteProtocolError, RpcError, TransportLostError
+from .._errors import ExecTimeoutError, RpcError, TransportLostError
 from .._protocol import _jsonrpc as rpc
 
 __all__ = ["RpcClient", "Transport"]
@@ -163,8 +163,3 @@ class RpcClient:
         if pending.error is not None:
             raise pending.error
         return pending.result
-
-    def check_result(self, method: str, result: Any) -> dict[str, Any]:
-        if not isinstance(result, dict):
-            raise RemoteProtocolError(f"{method} returned {result!r}, not an object")
-        return result
