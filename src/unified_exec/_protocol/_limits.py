@@ -1,0 +1,44 @@
+"""Wire limits shared by our client and our server (sans-IO: no trio here).
+
+One value, checked where frames are *built* as well as where they are received, so that
+neither side can send what the other refuses (review observation 4). The defaults stay
+under what codex 0.169-0.171 enforces (#33013: at most 256K JSON values per message).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["DEFAULT_LIMITS", "Limits"]
+
+
+def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attr.name} must be a positive integer, got {value!r}")
+
+
+@attrs.frozen
+class Limits:
+    """Bounds on what one peer may make the other hold.
+
+    - `max_message_bytes`: one JSON-RPC message (a websocket frame or an ndjson line).
+    - `max_write_chunk`: the largest stdin payload sent in one `process/write`; a bigger
+      write is split into several frames (each with its own writeId). Base64 grows it by
+      4/3, so this stays well under `max_message_bytes`.
+    - `max_read_bytes`: the default `maxBytes` a server applies to one `process/read`, so a
+      read result always fits a message.
+    - `max_json_values`: JSON values (scalars, arrays, objects) in one message (codex: 256K).
+    - `max_in_flight`: requests of one connection the server works on at once.
+    - `max_processes_per_connection` / `max_processes`: live processes per session / server.
+    """
+
+    max_message_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
+    max_write_chunk: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
+    max_read_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
+    max_json_values: int = attrs.field(default=256 * 1024, validator=_positive)
+    max_in_flight: int = attrs.field(default=128, validator=_positive)
+    max_processes_per_connection: int = attrs.field(default=1024, validator=_positive)
+    max_processes: int = attrs.field(default=4096, validator=_positive)
+
+
+DEFAULT_LIMITS = Limits()
