@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench stress clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(PY) -m pytest
+
+# Long fuzz/load/chaos runs (tests/stress in long mode); `make test` runs their short mode.
+stress: $(STAMP)
+	UE_STRESS=long $(PY) -m pytest tests/stress -q -s
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
