@@ -3,7 +3,12 @@
 A descendant can leave the group (setsid) and keep our output pipe or pty open;
 killpg misses it and it would hold the stream open forever. Two ways to find it:
 walk the parent links while the leader still lives, or look for whoever holds
-our stream's write side.
+our stream's write side. Job control on a PTY puts commands in process groups of
+their own, still inside the child's session: those are found by session id.
+
+Standard library only: the warden process (``_warden_main.py``) imports this file
+by path, without the package. Every scan reads all of /proc, so callers on the trio
+thread run it through ``trio.to_thread.run_sync``.
 """
 
 from __future__ import annotations
@@ -11,11 +16,17 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["descendants", "holders", "kill_all"]
+__all__ = ["descendants", "family", "holders", "kill_all"]
 
 
 def _ppids() -> dict[int, int]:
-    out: dict[int, int] = {}
+    return {pid: ppid for pid, (ppid, _sid) in _table().items()}
+
+
+def _table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, sid) of every process, zombies included (a zombie is a child
+    nobody reaped yet; signalling it is harmless)."""
+    out: dict[int, tuple[int, int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -26,8 +37,8 @@ def _ppids() -> dict[int, int]:
             continue
         # comm may contain spaces and ')' : the fields after the last ')' are safe.
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1:
-            out[int(name)] = int(fields[1])
+        if len(fields) > 3:
+            out[int(name)] = (int(fields[1]), int(fields[3]))
     return out
 
 
@@ -38,6 +49,24 @@ def descendants(pid: int) -> set[int]:
         children.setdefault(parent, []).append(child)
     found: set[int] = set()
     todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def family(pid: int) -> set[int]:
+    """Every live process below ``pid`` or in the session ``pid`` leads (but not pid)."""
+    table = _table()
+    children: dict[int, list[int]] = {}
+    found: set[int] = set()
+    for child, (parent, sid) in table.items():
+        children.setdefault(parent, []).append(child)
+        if sid == pid and child != pid:
+            found.add(child)
+    todo = [pid, *found]
     while todo:
         for child in children.get(todo.pop(), ()):
             if child not in found:

@@ -1,5 +1,10 @@
-"""The client end of an exec-server connection: requests, responses, and routing
-notifications to per-process handlers. Transport-agnostic (websocket or stdio)."""
+"""The client end of one exec-server link: requests, responses, and routing
+notifications to per-process handlers. Transport-agnostic (websocket or stdio).
+
+One RpcClient lives as long as one link; reconnecting makes a new one (see
+``_remote_link``). Frames are checked where they are built: one that the peer would
+refuse (too big, not UTF-8) is an InvalidRequestError for that request alone, and the
+link stays up (defects 8 and 13)."""
 
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .._errors import ExecTimeoutError, RpcError, TransportLostError
+from .._errors import ExecTimeoutError, InvalidRequestError, RpcError, TransportLostError
 from .._protocol import _jsonrpc as rpc
+from .._protocol._limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["RpcClient", "Transport"]
 
@@ -51,8 +57,10 @@ class RpcClient:
         on_notification: Callable[[rpc.Notification], None],
         on_lost: Callable[[str], None],
         request_timeout: float,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._transport = transport
+        self._limits = limits
         self._on_notification = on_notification
         self._on_lost = on_lost
         self.request_timeout = request_timeout
@@ -60,20 +68,25 @@ class RpcClient:
         self._pending: dict[rpc.RequestId, _Pending] = {}
         self._send_lock = trio.Lock()
         self.lost: str | None = None
+        self.lost_event = trio.Event()
+        self._run_scope: trio.CancelScope | None = None
+        self._abandoned: str | None = None
+
+    def abandon(self, reason: str) -> None:
+        """Give the link up (the peer stopped answering): stop reading, fail what waits."""
+        self._abandoned = reason
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+        self._lose(reason)
 
     async def run(self) -> None:
-        """The reader loop; returns when the transport ends."""
+        """The reader loop; returns when the transport ends (or ``abandon()``)."""
         reason = "connection closed by the exec-server"
         try:
-            while True:
-                frame = await self._transport.receive()
-                if frame is None:
-                    break
-                self._dispatch(frame)
-                # Let the readers of what we just delivered run before the next
-                # frame: buffered frames would otherwise be handed out in bursts
-                # faster than a keeping-up reader takes them one event at a time.
-                await trio.lowlevel.checkpoint()
+            with trio.CancelScope() as self._run_scope:
+                await self._read_loop()
+            if self._abandoned is not None:
+                reason = self._abandoned
         except trio.Cancelled:
             reason = "connection closed by the client"
             raise
@@ -81,6 +94,17 @@ class RpcClient:
             reason = f"{type(exc).__name__}: {exc}"
         finally:
             self._lose(reason)
+
+    async def _read_loop(self) -> None:
+        while True:
+            frame = await self._transport.receive()
+            if frame is None:
+                return
+            self._dispatch(frame)
+            # Let the readers of what we just delivered run before the next
+            # frame: buffered frames would otherwise be handed out in bursts
+            # faster than a keeping-up reader takes them one event at a time.
+            await trio.lowlevel.checkpoint()
 
     def _dispatch(self, frame: str | bytes) -> None:
         try:
@@ -115,12 +139,28 @@ class RpcClient:
             pending.error = TransportLostError(self.lost)
             pending.done.set()
         self._pending.clear()
+        self.lost_event.set()
         self._on_lost(self.lost)
 
     async def _send(self, message: rpc.Message) -> None:
         if self.lost is not None:
             raise TransportLostError(self.lost)
         frame = rpc.encode(message)
+        what = getattr(message, "method", "a message")
+        try:
+            size = len(frame.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            # A lone surrogate (e.g. from os.fsdecode of a non-UTF-8 name) cannot travel
+            # in JSON text; the peer would be sent nothing it could parse.
+            raise InvalidRequestError(
+                f"{what} cannot be sent: its text is not valid UTF-8 ({exc.reason} at "
+                f"{frame[max(exc.start - 20, 0) : exc.end + 20]!r})"
+            ) from None
+        if size > self._limits.max_message_bytes:
+            raise InvalidRequestError(
+                f"{what} would be a {size}-byte message; the limit is "
+                f"{self._limits.max_message_bytes} bytes"
+            )
         async with self._send_lock:
             if self.lost is not None:
                 raise TransportLostError(self.lost)

@@ -1,0 +1,164 @@
+"""The owner's side of the warden: no child outlives this Python process.
+
+``PR_SET_PDEATHSIG`` cannot be set through posix_spawn, and would not cover
+grandchildren anyway (nor setsid escapees). So one small supervisor process per
+owner (``_warden_main.py``) holds the read end of a pipe whose write end only this
+process holds (O_CLOEXEC, closed in forked children, never given to a spawn). Each
+child is registered with two short writes, before and after its spawn, and
+unregistered once reaped. However the owner dies — SIGKILL included — the kernel
+closes the write end; on that EOF the warden kills every registered child's
+session, its descendants and the holders of its streams, then exits.
+
+Fail-open: if the warden cannot be started (no interpreter path, out of pids...),
+spawns still work and a warning is logged once. Losing the warden only loses the
+owner-death guarantee; every ordinary path (exit, terminate, cancellation, the end
+of the trio run) is still covered by the supervisor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import threading
+
+from ._spawn import DupFd, OpenPath, spawn
+
+__all__ = ["Warden", "warden"]
+
+log = logging.getLogger("unified_exec.local")
+
+_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_warden_main.py")
+
+
+def start_time(pid: int) -> int:
+    """The kernel's start time of ``pid`` (clock ticks since boot), 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else 0
+
+
+class Warden:
+    """Registrations with the warden process; every method is cheap and never raises."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # backends in several trio runs (threads) share it
+        self._fd: int | None = None
+        self._failed = False
+        self._ids = itertools.count(1)
+        self._live: dict[int, list[str]] = {}  # what to replay to a restarted warden
+
+    # -- public ----------------------------------------------------------------
+
+    @property
+    def settled(self) -> bool:
+        """Started, or given up on: registering will not block on a launch."""
+        return self._fd is not None or self._failed
+
+    def ensure_started(self) -> None:
+        """Start the warden now (it blocks for a few ms: call it off the trio thread)."""
+        with self._lock:
+            self._ensure()
+
+    def before_spawn(self, links: set[str]) -> int:
+        """Register a child's streams before it exists; returns its registration id."""
+        key = next(self._ids)
+        self._record(key, f"L {key} {' '.join(sorted(links))}\n")
+        return key
+
+    def after_spawn(self, key: int, pid: int) -> None:
+        self._record(key, f"P {key} {pid} {start_time(pid)}\n")
+
+    def forget(self, key: int) -> None:
+        with self._lock:
+            if self._live.pop(key, None) is not None and self._fd is not None:
+                self._send(f"U {key}\n".encode())
+
+    # -- internals --------------------------------------------------------------
+
+    def _record(self, key: int, line: str) -> None:
+        with self._lock:
+            self._live.setdefault(key, []).append(line)
+            if self._ensure():
+                self._send(line.encode())
+
+    def _ensure(self) -> bool:
+        if self._fd is not None:
+            return True
+        if self._failed:
+            return False
+        try:
+            self._fd = self._launch()
+        except OSError as exc:
+            self._failed = True
+            log.warning(
+                "cannot start the unified_exec warden (%s): children of this process "
+                "will outlive it if it is killed",
+                exc,
+            )
+            return False
+        for lines in self._live.values():  # a restart: tell the new warden everything
+            for line in lines:
+                self._send(line.encode(), replay=True)
+        return self._fd is not None
+
+    def _launch(self) -> int:
+        if not sys.executable or not os.path.exists(_SCRIPT):
+            raise OSError(0, f"no interpreter or no {_SCRIPT}")
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            devnull = OpenPath(os.devnull, os.O_RDWR)
+            pid = spawn(
+                sys.executable,
+                [sys.executable, "-I", "-S", _SCRIPT],
+                {"PATH": os.defpath},
+                "/",
+                (DupFd(read_end), devnull, devnull),
+            )
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        # The warden forks at once and its parent exits: reap that parent, so the
+        # warden is nobody's child and never shows up as ours.
+        os.waitpid(pid, 0)
+        return write_end
+
+    def _send(self, data: bytes, *, replay: bool = False) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            os.write(fd, data)  # < PIPE_BUF: atomic, and the warden reads promptly
+        except OSError as exc:
+            os.close(fd)
+            self._fd = None
+            if replay:
+                self._failed = True
+                log.warning("the unified_exec warden died at start-up: %s", exc)
+                return
+            log.warning("the unified_exec warden went away (%s); starting another", exc)
+            self._ensure()
+
+    def _after_fork_in_child(self) -> None:
+        """A forked copy is not the owner: drop the write end (it would keep the warden
+        from ever seeing the owner's death) and every registration."""
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = None
+        self._failed = False
+        self._live.clear()
+        self._lock = threading.Lock()
+
+
+warden = Warden()
+os.register_at_fork(after_in_child=warden._after_fork_in_child)

@@ -1,0 +1,141 @@
+"""The warden process: kills what a dead owner started.
+
+Run by path as ``python -I -S _warden_main.py`` (stdlib only, no package import:
+it starts in a few milliseconds and cannot be broken by the owner's environment).
+fd 0 is the read end of a pipe whose only writer is the owner. The owner sends
+one line per event (each far below PIPE_BUF, so writes never interleave):
+
+    L <id> <link>...            before a spawn: the child's output pipes / pty
+    P <id> <pid> <starttime>    after the spawn: the session leader
+    U <id>                      after the owner reaped it and closed its side
+
+EOF means the owner is gone, however it died (SIGKILL included, where nothing of
+the owner's own cleanup runs). Then every still-registered child dies: its
+session, its descendants, and whoever still holds one of its streams (a setsid
+escapee), then the warden exits. The first thing it does is fork and let the
+parent exit, so it is nobody's child (the owner reaps the parent at once).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+_ROUNDS = 20
+_ROUND_PAUSE = 0.05
+
+
+class _Entry:
+    __slots__ = ("links", "pid", "start")
+
+    def __init__(self, links: set[str]) -> None:
+        self.links = links
+        self.pid = 0
+        self.start = 0
+
+
+def _stat(pid: str) -> tuple[int, int, int, int, bytes] | None:
+    """(ppid, pgid, sid, starttime, state) of one process, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        return None
+    return int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]), fields[0]
+
+
+def _victims(entries: dict[str, _Entry], me: int) -> set[int]:
+    """Every live process that belongs to a registered child."""
+    table: dict[int, tuple[int, int, int, int, bytes]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(name)
+            if st is not None and st[4] != b"Z":
+                table[int(name)] = st
+    roots: dict[int, int] = {}  # leader pid -> its start time, pid reuse ruled out
+    for entry in entries.values():
+        if entry.pid:
+            now = table.get(entry.pid)
+            if now is None or now[3] == entry.start:
+                roots[entry.pid] = entry.start
+    found: set[int] = set()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, pgid, sid, start, _state) in table.items():
+        children.setdefault(ppid, []).append(pid)
+        for key in (sid, pgid):
+            if key in roots and start >= roots[key]:
+                found.add(pid)
+    todo = list(roots) + list(found)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    links = set().union(*(e.links for e in entries.values())) if entries else set()
+    if links:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import _procfs  # type: ignore[import-not-found]  # the sibling module, stdlib only
+
+        found |= _procfs.holders(links)
+    found.discard(me)
+    return found
+
+
+def _kill_everything(entries: dict[str, _Entry]) -> None:
+    me = os.getpid()
+    for _ in range(_ROUNDS):  # again, for whatever forked while we were scanning
+        victims = _victims(entries, me)
+        if not victims:
+            return
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(_ROUND_PAUSE)
+
+
+def _apply(line: str, entries: dict[str, _Entry]) -> None:
+    parts = line.split()
+    if len(parts) >= 2 and parts[0] == "L":
+        entries[parts[1]] = _Entry(set(parts[2:]))
+    elif len(parts) == 4 and parts[0] == "P" and parts[1] in entries:
+        entries[parts[1]].pid = int(parts[2])
+        entries[parts[1]].start = int(parts[3])
+    elif len(parts) == 2 and parts[0] == "U":
+        entries.pop(parts[1], None)
+
+
+def main() -> None:
+    if os.fork() != 0:
+        os._exit(0)  # the owner reaps this one; the warden itself is nobody's child
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    entries: dict[str, _Entry] = {}
+    pending = b""
+    while True:
+        try:
+            data = os.read(0, 65536)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries this
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            break
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            try:
+                _apply(line.decode("ascii", "replace"), entries)
+            except ValueError:
+                continue
+    _kill_everything(entries)
+
+
+if __name__ == "__main__":
+    main()
