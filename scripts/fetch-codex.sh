@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Fetch the real `codex` binary (the exec-server we interoperate with) into a cache
 # outside the repo, check it against the pinned npm integrity, print its path.
+#
+#   scripts/fetch-codex.sh            # 0.169.0, the version the protocol notes describe
+#   scripts/fetch-codex.sh 0.171.0    # any version pinned below
+#
+# Only pinned versions can be fetched: the tarball's sha512 must match what the npm
+# registry published (`npm view @openai/codex@VERSION-linux-x64 dist.integrity`).
 # Reuses the cache when present. Exits non-zero with a clear message on failure.
 set -euo pipefail
 
-VERSION="0.169.0"
+VERSION="${1:-0.169.0}"
+case "$VERSION" in
+  0.169.0) INTEGRITY="sha512-o05NyAOCDygSPRo1yinzxvkRSdmsZyBD9E7mbpmjRanSfM8lypqWtQgEo4XfNkwhuCR2aFu8mlGOsQGFXVbVww==" ;;
+  0.171.0) INTEGRITY="sha512-l66NZkQgdk2C3pbcfULDz42yEUB581MVA6I+Y43Wp4OIqEy73HCdmZ0GTjeAHY2ycuH4N00d9VsLrwT1jxshTw==" ;;
+  *) echo "fetch-codex: version $VERSION is not pinned here (known: 0.169.0 0.171.0)" >&2; exit 2 ;;
+esac
 PACKAGE="@openai/codex@${VERSION}-linux-x64"
-# dist.integrity of that tarball on the npm registry (sha512, base64).
-INTEGRITY="sha512-o05NyAOCDygSPRo1yinzxvkRSdmsZyBD9E7mbpmjRanSfM8lypqWtQgEo4XfNkwhuCR2aFu8mlGOsQGFXVbVww=="
 CACHE="${UNIFIED_EXEC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/unified_exec}/codex-${VERSION}"
 BIN="$CACHE/package/vendor/x86_64-unknown-linux-musl/bin/codex"
 

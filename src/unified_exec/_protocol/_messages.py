@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import binascii
 import typing
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import attrs
 import cattrs
@@ -31,6 +31,8 @@ __all__ = [
     "START_TTY_SIZE",
     "CloseStdinParams",
     "ClosedParams",
+    "I32",
+    "U64",
     "ExitedParams",
     "InitializeParams",
     "InitializeResult",
@@ -66,6 +68,14 @@ EXITED = "process/exited"
 CLOSED = "process/closed"
 
 WireStream = Literal["stdout", "stderr", "pty"]
+
+#: Integers as codex types them (serde): seqs, sizes and waits are u64, exit codes i32
+#: (a process that failed may report -1). Distinct hooks so that neither side can send
+#: what the other refuses (review observation 3). A plain ``int`` is u64.
+U64 = Annotated[int, "u64"]
+I32 = Annotated[int, "i32"]
+_I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
+_U64_MAX = 2**64 - 1
 
 
 @attrs.frozen
@@ -104,14 +114,14 @@ class StartResult:
 @attrs.frozen
 class ReadParams:
     process_id: str
-    after_seq: int | None = None
-    max_bytes: int | None = None
-    wait_ms: int | None = None
+    after_seq: U64 | None = None
+    max_bytes: U64 | None = None
+    wait_ms: U64 | None = None
 
 
 @attrs.frozen
 class ReadChunk:
-    seq: int
+    seq: U64
     stream: WireStream
     chunk: bytes
 
@@ -119,9 +129,9 @@ class ReadChunk:
 @attrs.frozen
 class ReadResult:
     chunks: list[ReadChunk]
-    next_seq: int
+    next_seq: U64
     exited: bool
-    exit_code: int | None
+    exit_code: I32 | None
     closed: bool
     failure: str | None = None
     sandbox_denied: bool = False
@@ -170,7 +180,7 @@ class CloseStdinParams:
 @attrs.frozen
 class OutputParams:
     process_id: str
-    seq: int
+    seq: U64
     stream: WireStream
     chunk: bytes
 
@@ -178,15 +188,15 @@ class OutputParams:
 @attrs.frozen
 class ExitedParams:
     process_id: str
-    seq: int
-    exit_code: int
+    seq: U64
+    exit_code: I32
     sandbox_denied: bool = False
 
 
 @attrs.frozen
 class ClosedParams:
     process_id: str
-    seq: int
+    seq: U64
 
 
 class ParamsError(ValueError):
@@ -202,14 +212,23 @@ def _strict(kind: type, expected: str) -> Any:
     def hook(value: Any, _type: Any) -> Any:
         if isinstance(value, bool) and kind is not bool:
             raise ParamsError(f"invalid type: boolean `{str(value).lower()}`, expected {expected}")
-        if (
-            kind is int
-            and isinstance(value, float | int)
-            and (isinstance(value, float) or value < 0)
-        ):
-            raise ParamsError("invalid number")  # codex's words for a bad u64
         if not isinstance(value, kind):
             raise ParamsError(f"invalid type: {_describe(value)}, expected {expected}")
+        return value
+
+    return hook
+
+
+def _integer(name: str, low: int, high: int) -> Any:
+    """A JSON integer in [low, high], with serde's wording when it is not."""
+
+    def hook(value: Any, _type: Any) -> int:
+        if isinstance(value, bool):
+            raise ParamsError(f"invalid type: boolean `{str(value).lower()}`, expected {name}")
+        if isinstance(value, float) or (isinstance(value, int) and not low <= value <= high):
+            raise ParamsError("invalid number")  # codex's words for an out-of-range number
+        if not isinstance(value, int):
+            raise ParamsError(f"invalid type: {_describe(value)}, expected {name}")
         return value
 
     return hook
@@ -269,7 +288,10 @@ def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=False)
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(bool, _strict(bool, "a boolean"))
-    conv.register_structure_hook(int, _strict(int, "u64"))
+    u64 = _integer("u64", 0, _U64_MAX)
+    conv.register_structure_hook(int, u64)
+    conv.register_structure_hook_func(lambda t: t == U64, u64)
+    conv.register_structure_hook_func(lambda t: t == I32, _integer("i32", _I32_MIN, _I32_MAX))
     conv.register_structure_hook(bytes, _b64decode)
     conv.register_unstructure_hook(bytes, _b64encode)
 

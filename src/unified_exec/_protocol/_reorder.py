@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .._events import ClosedEvent, ExitedEvent, OutputEvent
 
-__all__ = ["SeqReorderer"]
+__all__ = ["SeqEvent", "SeqReorderer"]
 
 SeqEvent = OutputEvent | ExitedEvent | ClosedEvent
 
@@ -20,13 +20,26 @@ class SeqReorderer:
         self.next_seq = 1  # the next seq to release
         self._held: dict[int, SeqEvent] = {}
         self.done = False  # closed was released
+        self.exit_known = False  # an exit was pushed (held or released): never infer one
+        self.exit_released = False
 
     def push(self, event: SeqEvent) -> list[SeqEvent]:
-        """Add one event (duplicates and stale seqs are ignored); return what is now in order."""
+        """Add one event (duplicates and stale seqs are ignored); return what is now in order.
+
+        A second exit (at another seq) is dropped too: a process exits once.
+        """
         if self.done or event.seq < self.next_seq or event.seq in self._held:
             return []
+        if isinstance(event, ExitedEvent):
+            if self.exit_known:
+                return []
+            self.exit_known = True
         self._held[event.seq] = event
         return self._release()
+
+    def holds(self, seq: int) -> bool:
+        """Is the event at ``seq`` held back (received, waiting for an earlier one)?"""
+        return seq in self._held
 
     def _release(self) -> list[SeqEvent]:
         out: list[SeqEvent] = []
@@ -34,6 +47,8 @@ class SeqReorderer:
             event = self._held.pop(self.next_seq)
             out.append(event)
             self.next_seq += 1
+            if isinstance(event, ExitedEvent):
+                self.exit_released = True
             if isinstance(event, ClosedEvent):
                 self.done = True
                 self._held.clear()
@@ -43,8 +58,11 @@ class SeqReorderer:
     def skip_to(self, seq: int) -> list[SeqEvent]:
         """Give up on every seq below ``seq`` (the server no longer has them)."""
         if seq > self.next_seq:
-            for s in range(self.next_seq, seq):
-                self._held.pop(s, None)
+            for s in list(self._held):
+                if s < seq:
+                    dropped = self._held.pop(s)
+                    if isinstance(dropped, ExitedEvent):
+                        self.exit_known = False
             self.next_seq = seq
         return self._release()
 

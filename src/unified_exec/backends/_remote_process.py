@@ -1,0 +1,283 @@
+"""The ProcessHandle of one process on an exec-server.
+
+Events arrive pushed (``process/output|exited|closed``), out of seq order at times, and
+are released strictly in seq order. A seq that stays missing is fetched with
+``process/read``; so is everything after a resume (a server does not push what happened
+while the session was detached). What the server no longer retains is skipped, which
+readers see as a ``LostEvent``; an exit is inferred from a read only when none is known
+(defect 5). A process that failed on the server ends ``closed`` with no exit: it fails
+with the server's own text (defect 11).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._errors import InvalidRequestError, RemoteProtocolError, RpcError, UnifiedExecError
+from .._events import ClosedEvent, ExitedEvent, FailedEvent, OutputEvent, ProcessEvent, WriteStatus
+from .._protocol import _jsonrpc as rpc
+from .._protocol import _messages as m
+from .._protocol._reorder import SeqEvent, SeqReorderer
+from .._request import check_tty_size
+
+if TYPE_CHECKING:
+    from ._remote_link import Link
+
+__all__ = ["RemoteProcess"]
+
+log = logging.getLogger("unified_exec.remote")
+
+GAP_GRACE = 0.25  # how long a seq may be missing before we fetch it
+CLIENT_BUFFER_BYTES = 16 * 1024 * 1024  # per process, while its reader lags
+_STATUS = {s.value: s for s in WriteStatus}
+
+
+class RemoteProcess:
+    """The ProcessHandle of a process on an exec-server."""
+
+    def __init__(self, link: Link, routes: dict[str, RemoteProcess], process_id: str) -> None:
+        self._link = link
+        self._routes = routes
+        self._process_id = process_id
+        self._order = SeqReorderer()
+        self._ready: deque[ProcessEvent] = deque()
+        self._ready_bytes = 0
+        self._dropping = False  # output is being dropped until the next refetch
+        self._changed = trio.lowlevel.ParkingLot()
+        self._ended = False
+        self._events_taken = False
+        self._gap_at: int | None = None  # the first missing seq whose grace runs
+        self._gap_deadline = 0.0
+        self._fill_lock = trio.Lock()
+        self._write_lock = trio.Lock()
+        self._write_ids = 0  # writeIds "1", "2", ...: a replay after a resume reuses them
+
+    @property
+    def process_id(self) -> str:
+        return self._process_id
+
+    # -- fed by the connection -------------------------------------------------------
+
+    def deliver(self, method: str, params: Any) -> None:
+        if self._ended:
+            return
+        if method == m.OUTPUT and (self._dropping or self._ready_bytes >= CLIENT_BUFFER_BYTES):
+            # The reader lags and the connection must keep flowing for the other
+            # processes: drop output here (all of it until the refetch, or it would
+            # pile up behind the gap); it is fetched again with process/read when
+            # the reader catches up, or reported lost if the server evicted it.
+            self._dropping = True
+            return
+        try:
+            if method == m.OUTPUT:
+                o = m.structure(params, m.OutputParams)
+                event: SeqEvent = OutputEvent(o.seq, o.stream, o.chunk)
+            elif method == m.EXITED:
+                e = m.structure(params, m.ExitedParams)
+                event = ExitedEvent(e.seq, e.exit_code)
+            else:
+                c = m.structure(params, m.ClosedParams)
+                event = ClosedEvent(c.seq)
+        except m.ParamsError as exc:
+            log.warning("bad %s notification for %s: %s", method, self._process_id, exc)
+            return
+        self._release(self._order.push(event))
+        self._changed.unpark_all()  # even if held back: a new gap starts its grace
+
+    def _release(self, events: list[SeqEvent]) -> None:
+        if events:
+            self._ready.extend(events)
+            self._ready_bytes += sum(len(e.data) for e in events if isinstance(e, OutputEvent))
+            self._changed.unpark_all()
+
+    def fail(self, message: str) -> None:
+        if not self._ended and not self._order.done:
+            self._ready.append(FailedEvent(message))
+            self._ended = True
+            self._changed.unpark_all()
+
+    async def resync(self) -> None:
+        """After a resume: fetch what happened while the session was detached."""
+        if not self._ended and not self._order.done:
+            await self._fill()
+
+    # -- ProcessHandle -----------------------------------------------------------------
+
+    def events(self) -> AsyncIterator[ProcessEvent]:
+        if self._events_taken:
+            raise RuntimeError("events() of a process handle can be taken only once")
+        self._events_taken = True
+        return self._event_stream()
+
+    async def _event_stream(self) -> AsyncIterator[ProcessEvent]:
+        try:
+            while True:
+                await self._wait_ready()
+                event = self._ready.popleft()
+                if isinstance(event, OutputEvent):
+                    self._ready_bytes -= len(event.data)
+                if isinstance(event, ClosedEvent) and not self._order.exit_released:
+                    # The server's form for a process that failed: closed, no exit.
+                    event = FailedEvent(await self._failure_text())
+                    self._ended = True
+                yield event
+                if isinstance(event, ClosedEvent | FailedEvent):
+                    return
+        finally:
+            self._routes.pop(self._process_id, None)
+
+    async def _wait_ready(self) -> None:
+        while not self._ready:
+            if self._dropping:  # we dropped output: fetch it now
+                await self._fill()
+                continue
+            gap = self._order.gap
+            if gap is None:
+                self._gap_at = None
+                await self._changed.park()
+                continue
+            now = trio.current_time()
+            if self._gap_at != gap[0]:  # a new gap: its grace starts now (defect 22)
+                self._gap_at, self._gap_deadline = gap[0], now + GAP_GRACE
+            if now >= self._gap_deadline:
+                await self._fill()
+                self._gap_deadline = trio.current_time() + GAP_GRACE
+                continue
+            with trio.move_on_at(self._gap_deadline):
+                await self._changed.park()
+
+    async def _failure_text(self) -> str:
+        try:
+            read = m.structure(
+                await self._link.call(
+                    m.PROCESS_READ, m.ReadParams(self._process_id, max_bytes=1), retry=True
+                ),
+                m.ReadResult,
+            )
+        except (UnifiedExecError, m.ParamsError) as exc:
+            return f"exec-server closed {self._process_id} without an exit ({exc})"
+        if read.failure:
+            return read.failure
+        return f"closed before exited: the exec-server sent no exit for {self._process_id}"
+
+    async def _fill(self) -> None:
+        async with self._fill_lock:
+            self._dropping = False  # notifications from here on are kept again
+            try:
+                await self._fetch_missing()
+            except (UnifiedExecError, m.ParamsError) as exc:
+                if str(exc).startswith("exec-server transport disconnected"):
+                    self.fail(str(exc))
+                else:
+                    self.fail(f"could not fetch missing output of {self._process_id}: {exc}")
+
+    async def _fetch_missing(self) -> None:
+        """Read everything after what we hold until a read comes back empty (then its
+        ``nextSeq`` is the server's next unassigned seq), then account for each seq
+        still missing: the exit, the close, or output the server no longer has."""
+        cursor = self._order.next_seq - 1
+        returned: set[int] = set()
+        while not self._ended and not self._order.done:
+            cursor = max(cursor, self._order.next_seq - 1)
+            params = m.ReadParams(
+                self._process_id, after_seq=cursor, max_bytes=self._link.limits.max_read_bytes
+            )
+            read = m.structure(
+                await self._link.call(m.PROCESS_READ, params, retry=True), m.ReadResult
+            )
+            if not read.chunks:
+                self._settle(read, returned)
+                return
+            for chunk in read.chunks:
+                returned.add(chunk.seq)
+                self._release(self._order.push(OutputEvent(chunk.seq, chunk.stream, chunk.chunk)))
+            cursor = max(cursor, read.chunks[-1].seq, read.next_seq - 1)
+            if self._order.gap is None and self._order.held:
+                return  # pushed notifications cover the rest
+
+    def _settle(self, read: m.ReadResult, returned: set[int]) -> None:
+        if read.failure is not None:
+            self.fail(read.failure)
+            return
+        top = read.next_seq - 1  # the last seq the server had assigned
+        holes = [s for s in range(self._order.next_seq, top + 1) if not self._order.holds(s)]
+        closed_seq = holes.pop() if read.closed and holes and holes[-1] == top else None
+        if read.exited and read.exit_code is not None and not self._order.exit_known and holes:
+            # The exit is a seq no output took. One between returned chunks is surely it;
+            # else the latest hole (evicted output is the oldest).
+            first = min(returned, default=top + 1)
+            inner = [s for s in holes if s > first]
+            exit_seq = inner[-1] if inner else holes[-1]
+            holes.remove(exit_seq)
+            self._release(self._order.push(ExitedEvent(exit_seq, read.exit_code)))
+        if closed_seq is not None:
+            self._release(self._order.push(ClosedEvent(closed_seq)))
+        if holes:
+            log.warning("seqs %s of %s are gone", holes, self._process_id)
+        while (gap := self._order.gap) is not None and gap[0] <= top:
+            self._release(self._order.skip_to(gap[1] + 1))  # readers see a LostEvent
+
+    async def write(self, data: bytes) -> WriteStatus:
+        """Send ``data`` in frames of at most ``max_write_chunk`` bytes, each with its own
+        writeId; one cut link mid-way is survived by replaying the unacknowledged frame
+        with the same writeId after the resume (the server writes it once)."""
+        size = self._link.limits.max_write_chunk
+        status = WriteStatus.ACCEPTED
+        async with self._write_lock:
+            for offset in range(0, len(data) or 1, size):
+                self._write_ids += 1
+                params = m.WriteParams(
+                    self._process_id, data[offset : offset + size], write_id=str(self._write_ids)
+                )
+                try:
+                    result = await self._link.call(m.PROCESS_WRITE, params, retry=True)
+                except RpcError as exc:
+                    if exc.code == rpc.INTERNAL_ERROR:  # codex: "failed to write to process stdin"
+                        return WriteStatus.STDIN_CLOSED
+                    raise
+                wire = result.get("status") if isinstance(result, dict) else None
+                if wire not in _STATUS:
+                    raise RemoteProtocolError(f"process/write answered {result!r}")
+                status = _STATUS[wire]
+                if status is not WriteStatus.ACCEPTED:
+                    break
+        return status
+
+    async def terminate(self) -> None:
+        await self._link.call(m.PROCESS_TERMINATE, m.TerminateParams(self._process_id), retry=True)
+
+    async def interrupt(self) -> None:
+        # Not replayed after a lost link: a doubled SIGINT is worse than a reported loss.
+        await self._link.call(m.PROCESS_SIGNAL, m.SignalParams(self._process_id, "interrupt"))
+
+    async def close_stdin(self) -> None:
+        if m.PROCESS_CLOSE_STDIN not in self._link.extensions:
+            raise InvalidRequestError(
+                "this exec-server cannot close stdin (codex 0.169.0 has no such method)"
+            )
+        try:
+            await self._link.call(
+                m.PROCESS_CLOSE_STDIN, m.CloseStdinParams(self._process_id), retry=True
+            )
+        except RpcError as exc:
+            if exc.code == rpc.INVALID_PARAMS:
+                raise InvalidRequestError(exc.message) from None
+            raise
+
+    async def resize(self, rows: int, cols: int) -> None:
+        check_tty_size(rows, cols)
+        if m.PROCESS_RESIZE not in self._link.extensions:
+            raise InvalidRequestError("this exec-server cannot resize a terminal")
+        try:
+            await self._link.call(
+                m.PROCESS_RESIZE, m.ResizeParams(self._process_id, rows, cols), retry=True
+            )
+        except RpcError as exc:
+            if exc.code == rpc.INVALID_PARAMS:
+                raise InvalidRequestError(exc.message) from None
+            raise

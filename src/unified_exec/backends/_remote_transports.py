@@ -1,0 +1,260 @@
+"""The two links a RemoteExecBackend speaks over: a websocket, or a child's stdin/stdout.
+
+Both are message-framed (``send(text)`` / ``receive() -> frame | None``). The websocket
+one is opened here from a plain TCP (or TLS) stream we own, so that its socket options
+and its abrupt close need nothing private from trio-websocket (review observation 11),
+and every way the opening can fail comes out as one of our typed errors (defect 25).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+import trio_websocket
+
+from .._errors import InvalidRequestError, TransportLostError
+from .._groups import unwrap_single
+from .._protocol import _jsonrpc as rpc
+
+__all__ = ["StdioTransport", "WsTarget", "WsTransport", "open_websocket", "parse_ws_url"]
+
+log = logging.getLogger("unified_exec.remote")
+
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+_STDERR_LINES = 20  # last lines of the server's stderr kept for a loss message
+_STDERR_LINE_MAX = 4096  # ... each at most this long (a progress bar never ends a line)
+
+
+@attrs.frozen
+class WsTarget:
+    """A checked ``ws://`` / ``wss://`` URL and the headers to send."""
+
+    url: str
+    host: str
+    port: int
+    resource: str
+    tls: bool
+    headers: list[tuple[bytes, bytes]] | None
+
+
+def parse_ws_url(url: str, token: str | None) -> WsTarget:
+    """Check the URL and token now, so that a typo is an InvalidRequestError, not a
+    ValueError from urllib or an h11 error from the handshake (defect 25)."""
+    if not isinstance(url, str):
+        raise InvalidRequestError(f"expected a ws:// URL, not {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRequestError(f"bad exec-server URL {url!r}: {exc}") from None
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise InvalidRequestError(f"expected a ws:// URL, not {url!r}")
+    tls = parts.scheme == "wss"
+    if port is None:
+        port = 443 if tls else 80
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    headers = None
+    if token is not None:
+        if not isinstance(token, str) or not token:
+            raise InvalidRequestError("token must be a non-empty string")
+        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in token):
+            # A token read from a file often ends in a newline; h11 would refuse it
+            # with its own exception. Say what is wrong without echoing the secret.
+            raise InvalidRequestError(
+                "token must be printable ASCII without spaces or line breaks "
+                "(strip the newline of a token read from a file)"
+            )
+        headers = [(b"Authorization", b"Bearer " + token.encode("ascii"))]
+    return WsTarget(url, parts.hostname, port, resource, tls, headers)
+
+
+class WsTransport:
+    """One websocket connection; ``abort()`` drops it at once (no closing handshake)."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, stream: trio.SocketStream) -> None:
+        self._ws = ws
+        self._stream = stream
+        self._quickack = _TCP_QUICKACK is not None
+
+    async def send(self, text: str) -> None:
+        await self._ws.send_message(text)
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            message = await self._ws.get_message()
+        except trio_websocket.ConnectionClosed:
+            return None
+        if self._quickack and _TCP_QUICKACK is not None:
+            # codex's websocket server leaves Nagle on; with our delayed ACKs every
+            # exchange of small frames would stall ~40 ms. Acking at once after each
+            # message avoids that (perf-baselines.md, finding 2).
+            try:
+                self._stream.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            except OSError:
+                self._quickack = False
+        return message
+
+    async def ping(self) -> None:
+        """Send a websocket ping and wait for its pong (ConnectionClosed if gone)."""
+        await self._ws.ping()
+
+    async def abort(self) -> None:
+        """Close the TCP connection now: used when the peer stopped answering."""
+        await self._stream.aclose()
+
+    async def aclose(self) -> None:
+        await self._ws.aclose()
+
+
+@asynccontextmanager
+async def open_websocket(
+    target: WsTarget,
+    *,
+    max_message_size: int,
+    connect_timeout: float,
+    disconnect_timeout: float = 2.0,
+) -> AsyncIterator[WsTransport]:
+    """Connect and upgrade; TransportLostError if that fails (refused, rejected, timeout)."""
+    tcp: trio.SocketStream | None = None
+    try:
+        with trio.fail_after(connect_timeout):
+            tcp = await trio.open_tcp_stream(target.host, target.port)
+            tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            stream: Any = tcp
+            if target.tls:
+                stream = trio.SSLStream(
+                    tcp, ssl.create_default_context(), server_hostname=target.host,
+                    https_compatible=True,
+                )  # fmt: skip
+                await stream.do_handshake()
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError) as exc:
+        if tcp is not None:
+            await tcp.aclose()
+        raise TransportLostError(f"cannot connect to exec-server {target.url}: {exc!r}") from exc
+    host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+    if ":" in target.host:
+        host_header = f"[{target.host}]:{target.port}"
+    opened = False
+    try:
+        with unwrap_single():
+            async with trio.open_nursery() as nursery:
+                try:
+                    with trio.fail_after(connect_timeout):
+                        ws = await trio_websocket.wrap_client_stream(
+                            nursery, stream, host_header, target.resource,
+                            extra_headers=target.headers, max_message_size=max_message_size,
+                        )  # fmt: skip
+                except trio.TooSlowError:
+                    raise TransportLostError(
+                        f"cannot connect to exec-server {target.url}: handshake timed out"
+                    ) from None
+                opened = True
+                try:
+                    yield WsTransport(ws, tcp)
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(disconnect_timeout):
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
+    except (OSError, trio_websocket.HandshakeError, trio.BrokenResourceError) as exc:
+        if opened:
+            raise
+        raise TransportLostError(f"cannot connect to exec-server {target.url}: {exc!r}") from exc
+    finally:
+        with trio.CancelScope(shield=True):
+            await tcp.aclose()
+
+
+class StdioTransport:
+    """An exec-server child speaking ndjson on its stdin/stdout."""
+
+    def __init__(self, proc: trio.Process, max_message_bytes: int) -> None:
+        self._proc = proc
+        self._decoder = rpc.NdjsonDecoder(max_message_bytes)
+        self._ready: deque[bytes] = deque()
+        self.stderr_tail: deque[str] = deque(maxlen=_STDERR_LINES)
+
+    async def send(self, text: str) -> None:
+        assert self._proc.stdin is not None
+        await self._proc.stdin.send_all(text.encode() + b"\n")
+
+    async def receive(self) -> str | bytes | None:
+        assert self._proc.stdout is not None
+        while not self._ready:
+            data = await self._proc.stdout.receive_some(65536)
+            if not data:
+                # Say why, if the server died: its exit code and last stderr lines.
+                with trio.move_on_after(1):
+                    await self._proc.wait()
+                if self._proc.returncode not in (None, 0):
+                    tail = " | ".join(self.stderr_tail) or "no stderr"
+                    raise TransportLostError(
+                        f"exec-server exited with code {self._proc.returncode}: {tail}"
+                    )
+                return None
+            for item in self._decoder.feed(bytes(data)):
+                if isinstance(item, rpc.MessageError):
+                    log.warning("exec-server stdout: %s", item)
+                else:
+                    self._ready.append(item)
+        return self._ready.popleft()
+
+    async def drain_stderr(self) -> None:
+        """Keep the last lines of the server's stderr, each cut to a bounded length.
+
+        An unfinished line is held only up to ``_STDERR_LINE_MAX`` bytes (its tail),
+        and each read is scanned once, so a progress bar or a binary dump without a
+        newline costs neither memory nor quadratic time (defect 19).
+        """
+        assert self._proc.stderr is not None
+        partial = bytearray()
+        while True:
+            data = await self._proc.stderr.receive_some(65536)
+            if not data:
+                if partial:
+                    self._keep(bytes(partial))
+                return
+            start = 0
+            while (nl := data.find(b"\n", start)) >= 0:
+                partial += data[start:nl]
+                self._keep(bytes(partial))
+                partial.clear()
+                start = nl + 1
+            partial += data[start:]
+            if len(partial) > _STDERR_LINE_MAX:
+                del partial[: len(partial) - _STDERR_LINE_MAX]
+
+    def _keep(self, line: bytes) -> None:
+        text = line[-_STDERR_LINE_MAX:].decode(errors="replace")
+        self.stderr_tail.append(text)
+        log.debug("exec-server stderr: %s", text)
+
+    async def aclose(self) -> None:
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """EOF on the server's stdin (it then exits and kills its children), then reap."""
+        if self._proc.stdin is not None:
+            try:
+                await self._proc.stdin.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        with trio.move_on_after(5):
+            await self._proc.wait()
+        if self._proc.returncode is None:
+            try:
+                os.killpg(self._proc.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                self._proc.kill()
+            await self._proc.wait()
