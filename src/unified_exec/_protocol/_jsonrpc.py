@@ -7,9 +7,12 @@ or may not. Pure functions and attrs classes: no I/O here.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeAlias
 
 import attrs
+
+from ._limits import DEFAULT_LIMITS
 
 __all__ = [
     "INTERNAL_ERROR",
@@ -25,6 +28,7 @@ __all__ = [
     "Request",
     "RequestId",
     "Response",
+    "count_json_values",
     "decode",
     "encode",
     "parse_message",
@@ -109,14 +113,64 @@ def _check_id(value: Any) -> RequestId:
     return value
 
 
-def decode(text: str | bytes) -> Message:
-    """One message from one frame (a websocket message or one ndjson line)."""
+# A JSON string token, escapes included (the unrolled form keeps the regex linear).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BLANKS = re.compile(r"[ \t\r\n]+")
+
+
+def count_json_values(text: str) -> int:
+    """How many JSON values (scalars, arrays, objects; not keys) ``text`` holds.
+
+    Counted on the text, before parsing, so a message of millions of tiny values is
+    refused without first being built in memory. Exact for well-formed JSON: every
+    member of a container after the first follows a comma, and every non-empty
+    container holds a first member.
+    """
+    bare = _BLANKS.sub("", _STRING.sub('""', text))
+    commas = bare.count(",")
+    opened = bare.count("[") + bare.count("{")
+    empty = bare.count("[]") + bare.count("{}")
+    return 1 + commas + opened - empty
+
+
+def _may_exceed(text: str, max_values: int) -> bool:
+    """A cheap upper bound first: commas and brackets, strings not skipped. A frame of
+    one big base64 string (a write, an output chunk) never pays for the exact scan."""
+    if len(text) <= 2 * max_values:  # a value takes a character, and all but one a comma
+        return False
+    return 1 + text.count(",") + text.count("[") + text.count("{") > max_values
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise MessageError(f"duplicate field `{key}`")
+            seen.add(key)
+    return obj
+
+
+def decode(text: str | bytes, *, max_values: int = DEFAULT_LIMITS.max_json_values) -> Message:
+    """One message from one frame (a websocket message or one ndjson line).
+
+    As codex (#33013): at most ``max_values`` JSON values, and no object with a key
+    given twice (which of two values would win is not something peers agree on).
+    """
+    if isinstance(text, bytes | bytearray | memoryview):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MessageError(f"invalid UTF-8: {exc.reason}") from None
+    if _may_exceed(text, max_values) and count_json_values(text) > max_values:
+        raise MessageError(f"message has more than {max_values} JSON values")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_refuse_duplicates)
     except json.JSONDecodeError as exc:
         raise MessageError(_json_error(exc)) from None
-    except UnicodeDecodeError as exc:
-        raise MessageError(f"invalid UTF-8: {exc.reason}") from None
+    except MessageError:
+        raise
     except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
         raise MessageError(f"unacceptable JSON: {exc}") from None
     return parse_message(obj)
@@ -138,9 +192,20 @@ def to_wire(message: Message) -> dict[str, Any]:
     return {"error": {"code": message.code, "message": message.message}, "id": message.id}
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def encode(message: Message) -> str:
-    """Compact JSON, no newline (the framing adds it where needed)."""
-    return json.dumps(to_wire(message), separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, no newline (the framing adds it where needed).
+
+    The text is always encodable as UTF-8: a lone surrogate (say, from a ``\\ud800``
+    escape a peer sent and an error message echoes) becomes U+FFFD, since no UTF-8
+    peer, codex's serde included, can take it back in any form.
+    """
+    text = json.dumps(to_wire(message), separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 class NdjsonDecoder:

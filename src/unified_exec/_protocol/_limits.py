@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import attrs
 
+from .._errors import InvalidRequestError
+
 __all__ = ["DEFAULT_LIMITS", "Limits"]
 
 
 def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attr.name} must be a positive integer, got {value!r}")
+        raise InvalidRequestError(f"{attr.name} must be a positive integer, got {value!r}")
 
 
 @attrs.frozen
@@ -28,17 +30,26 @@ class Limits:
     - `max_read_bytes`: the default `maxBytes` a server applies to one `process/read`, so a
       read result always fits a message.
     - `max_json_values`: JSON values (scalars, arrays, objects) in one message (codex: 256K).
-    - `max_in_flight`: requests of one connection the server works on at once.
+    - `max_read_chunks`: chunks in one `process/read` result (codex #33013: 50,000), which
+      also keeps a read of many tiny chunks under `max_json_values`.
+    - `max_in_flight`: requests of one connection the server works on at once. Past it the
+      server stops reading that connection until one is answered (backpressure: a peer
+      that pipelines requests and never reads the answers holds a bounded amount).
     - `max_processes_per_connection` / `max_processes`: live processes per session / server.
+    - `max_write_ids` / `max_write_id_bytes`: writeIds a server remembers per process (to
+      de-duplicate replays after a resume), and the longest writeId it accepts.
     """
 
     max_message_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
     max_write_chunk: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
     max_read_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
     max_json_values: int = attrs.field(default=256 * 1024, validator=_positive)
+    max_read_chunks: int = attrs.field(default=50_000, validator=_positive)
     max_in_flight: int = attrs.field(default=128, validator=_positive)
     max_processes_per_connection: int = attrs.field(default=1024, validator=_positive)
     max_processes: int = attrs.field(default=4096, validator=_positive)
+    max_write_ids: int = attrs.field(default=4096, validator=_positive)
+    max_write_id_bytes: int = attrs.field(default=256, validator=_positive)
 
 
 DEFAULT_LIMITS = Limits()

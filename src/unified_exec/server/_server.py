@@ -1,109 +1,69 @@
 """ExecServer: any ExecBackend, served with the codex exec-server 0.169.0 protocol.
 
-Deliberate improvements over codex (see design.md): requests on one connection run
-concurrently (a long-poll read never stalls a write), each process's notifications
-go out in seq order, exit codes of signalled tty children are 128+N, and the
-retention windows are settings.
+Deliberate improvements over codex (see design.md): requests of different processes
+on one connection run concurrently (a long-poll read never stalls a write), while the
+state-changing requests of one process run in arrival order; each process's
+notifications go out in seq order; exit codes of signalled tty children are 128+N;
+the retention windows and wire limits are settings.
+
+Nothing a peer sends and nothing a backend raises ends the server: each connection
+and each background task has its own exception boundary (``spawn_guarded``), and the
+server's own lifetime is a real ``async with trio.open_nursery()``, whose teardown
+runs whatever terminate() does.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
-import platform
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
-from urllib.parse import unquote, urlsplit
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import trio
 
-from .._errors import InvalidRequestError, LaunchError
-from .._events import ClosedEvent, ExitedEvent, FailedEvent, OutputEvent
-from .._process import DEFAULT_RETENTION_BYTES, UnifiedExecProcess
+from .._errors import InvalidRequestError
+from .._process import DEFAULT_RETENTION_BYTES
 from .._protocol import _jsonrpc as rpc
 from .._protocol import _messages as m
-from .._request import ExecRequest
-from .._version import __version__
+from .._protocol._limits import DEFAULT_LIMITS, Limits
+from .._validate import check_duration, check_size
 from ..backends._base import ExecBackend
+from ._conn import Connection, ConnState, Gone, spawn_guarded
+from ._errors_map import Fail, error_reply
+from ._forward import forward
+from ._methods import CAPABILITIES, EXTENSIONS, Handler, Methods, Reply, environment
 from ._session import Entry, Session, SessionStore
 
-__all__ = ["Connection", "ExecServer"]
+__all__ = ["CAPABILITIES", "EXTENSIONS", "Connection", "ExecServer", "open_exec_server"]
 
 log = logging.getLogger("unified_exec.server")
 
-_MAX_WAIT_MS = 24 * 3600 * 1000
-EXTENSIONS = [m.PROCESS_RESIZE, m.PROCESS_CLOSE_STDIN, m.START_TTY_SIZE]
-
-
-class Connection(Protocol):
-    """One transport-level connection, as the server sees it."""
-
-    kind: Literal["stdio", "websocket"]
-    name: str  # for error texts, e.g. "stdio" or "websocket 127.0.0.1:4242"
-
-    async def send(self, text: str) -> None: ...
-
-    async def receive(self) -> str | bytes | rpc.MessageError | None:
-        """The next frame, a framing error, or None once the peer has gone."""
-        ...
-
-
-class _Fail(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class _Gone(Exception):
-    """The connection can no longer send."""
-
-
-class _ConnState:
-    def __init__(self, conn: Connection, nursery: trio.Nursery) -> None:
-        self.conn = conn
-        self.nursery = nursery
-        self.session: Session | None = None
-        self.initialized = False
-        self._lock = trio.Lock()
-        self.alive = True
-
-    async def send(self, message: rpc.Message) -> None:
-        if not self.alive:
-            raise _Gone
-        async with self._lock:
-            try:
-                await self.conn.send(rpc.encode(message))
-            except Exception as exc:
-                self.alive = False
-                raise _Gone from exc
-
-
-def _parse_cwd(cwd: str) -> str:
-    """codex wants a file:// URI; we also take a plain absolute path."""
-    if cwd.startswith("/"):
-        return cwd
-    parts = urlsplit(cwd)
-    if not parts.scheme:
-        raise _Fail(rpc.INVALID_PARAMS, "invalid URI: relative URL without a base")
-    if parts.scheme != "file":
-        raise _Fail(rpc.INVALID_PARAMS, f"unsupported path URI scheme `{parts.scheme}`")
-    if parts.netloc not in ("", "localhost"):
-        raise _Fail(rpc.INVALID_PARAMS, f"unsupported file URI host `{parts.netloc}`")
-    path = unquote(parts.path) or "/"
-    return path if path.startswith("/") else "/" + path
-
-
-def _file_uri(path: str) -> str:
-    return "file://" + path
+_TERMINATE_BOUND = 30.0  # how long shutdown waits for a backend's terminate()
 
 
 class ExecServer:
     """Serves one ExecBackend to any number of connections.
 
-    Use as ``async with ExecServer(backend) as server:`` and hand each connection to
-    ``await server.serve_connection(conn)``; leaving the block terminates every
-    process it started.
+    Use as ``async with open_exec_server(backend) as server:`` (or the equivalent
+    ``async with ExecServer(backend) as server:``) and hand each connection to
+    ``await server.serve_connection(conn)``; leaving the block terminates every process
+    it started, even if a backend's terminate() raises.
+
+    Settings (seconds; all refused at construction when negative):
+
+    - ``retain_closed`` (80): a closed process stays readable this long.
+    - ``detach_timeout`` (80, codex measured at about 80): a websocket session whose
+      connection went away stays resumable this long; then its processes are killed.
+    - ``idle_timeout`` (None: off): a connection silent this long (no frame, and no
+      transport-level sign of life, see ``Heartbeat``) is closed and its session
+      detached. Stdio needs none: EOF says the peer is gone.
+    - ``takeover_after`` (5): ``initialize{resumeSessionId}`` of a session that is still
+      attached takes it over (the old connection is closed) once that connection has
+      been silent this long; a livelier one answers -32010 as before. A half-open link
+      (no FIN, no RST) thus cannot lock its owner out. The session id is the secret.
+    - ``limits``: message size, JSON values, in-flight requests, process counts,
+      writeIds, default read budget (see ``Limits``).
     """
 
     def __init__(
@@ -113,36 +73,62 @@ class ExecServer:
         retain_closed: float = 80.0,
         detach_timeout: float = 80.0,
         retention_bytes: int = DEFAULT_RETENTION_BYTES,
+        limits: Limits = DEFAULT_LIMITS,
+        idle_timeout: float | None = None,
+        takeover_after: float = 5.0,
     ) -> None:
         self.backend = backend
-        self.retain_closed = retain_closed
-        self.detach_timeout = detach_timeout
-        self.retention_bytes = retention_bytes
+        self.retain_closed = _seconds("retain_closed", retain_closed)
+        self.detach_timeout = _seconds("detach_timeout", detach_timeout)
+        self.idle_timeout = check_duration("idle_timeout", idle_timeout, allow_none=True)
+        self.takeover_after = _seconds("takeover_after", takeover_after)
+        self.retention_bytes: int = check_size("retention_bytes", retention_bytes) or 0
+        if not isinstance(limits, Limits):
+            raise InvalidRequestError(f"limits must be a Limits, got {type(limits).__name__}")
+        self.limits = limits
         self.store = SessionStore()
+        self.methods = Methods(self)
         self._nursery: trio.Nursery | None = None
-        self._handlers: dict[str, Callable[[_ConnState, Session, Any], Awaitable[Any]]] = {
-            m.PROCESS_START: self._start,
-            m.PROCESS_READ: self._read,
-            m.PROCESS_WRITE: self._write,
-            m.PROCESS_SIGNAL: self._signal,
-            m.PROCESS_TERMINATE: self._terminate,
-            m.PROCESS_RESIZE: self._resize,
-            m.PROCESS_CLOSE_STDIN: self._close_stdin,
-            "environment/info": self._environment_info,
-        }
+        self._stack: AsyncExitStack | None = None
+
+    # -- lifetime ----------------------------------------------------------------------
 
     async def __aenter__(self) -> ExecServer:
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
+        if self._stack is not None:
+            raise InvalidRequestError("this ExecServer is already running")
+        stack = AsyncExitStack()
+        await stack.enter_async_context(self._running())
+        self._stack = stack
         return self
 
     async def __aexit__(self, *exc: Any) -> bool | None:
-        assert self._nursery is not None
-        with trio.CancelScope(shield=True):
-            await self._terminate_all(list(self.store.sessions.values()))
-        self._nursery.cancel_scope.cancel()
-        await self._nursery_cm.__aexit__(None, None, None)
-        return None
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        return await stack.__aexit__(*exc)
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[ExecServer]:
+        """The one place the server's nursery is opened and closed.
+
+        The body's own exception is held while the nursery closes and re-raised
+        after it, unchanged (not wrapped in an ExceptionGroup): to the caller, the
+        server block behaves like any other block.
+        """
+        raised: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                yield self
+            except BaseException as exc:
+                raised = exc
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._terminate_all(list(self.store.sessions.values()))
+                nursery.cancel_scope.cancel()
+        self._nursery = None
+        if raised is not None:
+            raise raised
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -150,65 +136,67 @@ class ExecServer:
             raise RuntimeError("use ExecServer as an async context manager")
         return self._nursery
 
-    # -- connections -------------------------------------------------------------
+    def spawn(self, job: Callable[[], Awaitable[Any]], what: str) -> None:
+        """A background task of the server, behind an exception boundary."""
+
+        async def run() -> None:
+            await job()
+
+        if self._nursery is None:
+            log.warning("exec-server is not running; dropped: %s", what)
+            return
+        spawn_guarded(self._nursery, run, what)
+
+    # -- connections -------------------------------------------------------------------
 
     async def serve_connection(self, conn: Connection) -> None:
-        """Run one connection until the peer goes away or breaks the handshake."""
+        """Run one connection until the peer goes away, breaks the handshake, falls
+        silent past ``idle_timeout``, or its session is taken over. Never raises
+        because of what the peer sent."""
         async with trio.open_nursery() as nursery:
-            state = _ConnState(conn, nursery)
+            state = ConnState(conn, nursery, self.limits)
             try:
+                if self.idle_timeout is not None:
+                    timeout = self.idle_timeout
+                    spawn_guarded(nursery, lambda: state.watch_idle(timeout), "idle watchdog")
                 await self._receive_loop(state)
-            except _Gone:
+            except Gone:
                 pass
             except Exception:  # one connection's trouble must never take the server down
                 log.exception("closing exec-server connection %s after an error", conn.name)
             finally:
                 state.alive = False
                 nursery.cancel_scope.cancel()
+        await self._detach(state)
+
+    async def _detach(self, state: ConnState) -> None:
         session = state.session
         if session is None or session.attached is not state:
-            return
+            return  # never attached, or taken over by a resume
         session.attached = None
         session.detaches += 1
-        if conn.kind == "stdio":
+        if state.conn.kind == "stdio":
             await self._terminate_all([session])
         else:
-            self.nursery.start_soon(self._expire_detached, session, session.detaches)
+            detach = session.detaches
+            self.spawn(lambda: self._expire_detached(session, detach), "expire detached session")
 
-    async def _receive_loop(self, state: _ConnState) -> None:
-        while True:
+    async def _receive_loop(self, state: ConnState) -> None:
+        while state.alive:
             frame = await state.conn.receive()
             if frame is None:
                 return
+            state.touch()
             try:
                 if isinstance(frame, rpc.MessageError):
                     raise frame
-                message = rpc.decode(frame)
+                message = rpc.decode(frame, max_values=self.limits.max_json_values)
             except rpc.MessageError as exc:
                 text = f"failed to parse JSON-RPC message from exec-server {state.conn.name}: {exc}"
-                await state.send(rpc.ErrorResponse(id=-1, code=rpc.INVALID_REQUEST, message=text))
+                await state.reply_error(-1, rpc.INVALID_REQUEST, text)
                 continue
             if isinstance(message, rpc.Request):
-                if message.method != m.INITIALIZE and message.method not in self._handlers:
-                    # As codex: an unknown method is that, whatever the handshake state.
-                    await self._error(
-                        state, message, rpc.METHOD_NOT_FOUND,
-                        f"exec-server does not implement `{message.method}`",
-                    )  # fmt: skip
-                elif message.method == m.INITIALIZE:
-                    await self._reply(state, message, self._initialize(state, message.params))
-                elif state.session is None:
-                    await self._error(
-                        state, message, rpc.INVALID_REQUEST,
-                        "client must call initialize before using exec methods",
-                    )  # fmt: skip
-                elif not state.initialized:
-                    await self._error(
-                        state, message, rpc.INVALID_REQUEST,
-                        "client must send initialized before using exec methods",
-                    )  # fmt: skip
-                else:
-                    state.nursery.start_soon(self._dispatch, state, state.session, message)
+                await self._on_request(state, message)
             elif isinstance(message, rpc.Notification):
                 if message.method == m.INITIALIZED and state.session is not None:
                     state.initialized = True
@@ -220,262 +208,103 @@ class ExecServer:
                 return
             # Responses from the client: we send no requests, so there is nothing to match.
 
-    async def _reply(self, state: _ConnState, request: rpc.Request, work: Awaitable[Any]) -> None:
-        try:
-            result = await work
-        except _Fail as exc:
-            await self._error(state, request, exc.code, exc.message)
-            return
-        except m.ParamsError as exc:
-            await self._error(state, request, rpc.INVALID_PARAMS, str(exc))
-            return
-        except _Gone:
-            raise
-        except Exception as exc:
-            log.exception("request %s failed", request.method)
-            await self._error(state, request, rpc.INTERNAL_ERROR, str(exc) or repr(exc))
-            return
-        await state.send(rpc.Response(id=request.id, result=result))
+    async def _on_request(self, state: ConnState, request: rpc.Request) -> None:
+        """Answer the handshake inline; queue everything else in arrival order."""
+        method = request.method
+        known = self.methods.table.get(method)
+        if method == m.INITIALIZE:
+            try:
+                result = self._initialize(state, request.params)
+            except Exception as exc:
+                await state.reply_error(request.id, *error_reply(exc, method))
+                return
+            await state.reply(request.id, result)
+        elif known is None:
+            # As codex: an unknown method is that, whatever the handshake state.
+            text = f"exec-server does not implement `{method}`"
+            await state.reply_error(request.id, rpc.METHOD_NOT_FOUND, text)
+        elif state.session is None:
+            text = "client must call initialize before using exec methods"
+            await state.reply_error(request.id, rpc.INVALID_REQUEST, text)
+        elif not state.initialized:
+            text = "client must send initialized before using exec methods"
+            await state.reply_error(request.id, rpc.INVALID_REQUEST, text)
+        else:
+            handler, ordered = known
+            await state.slots.acquire()  # past max_in_flight: stop reading (backpressure)
+            job = functools.partial(self._run, state, state.session, request, handler)
+            state.submit(_lane(request.params), job, ordered=ordered, what=method)
 
-    async def _error(self, state: _ConnState, request: rpc.Request, code: int, text: str) -> None:
-        await state.send(rpc.ErrorResponse(id=request.id, code=code, message=text))
-
-    async def _dispatch(self, state: _ConnState, session: Session, request: rpc.Request) -> None:
-        handler = self._handlers.get(request.method)
-        if handler is None:
-            await self._error(
-                state, request, rpc.METHOD_NOT_FOUND,
-                f"exec-server does not implement `{request.method}`",
-            )  # fmt: skip
-            return
+    async def _run(
+        self, state: ConnState, session: Session, request: rpc.Request, handler: Handler
+    ) -> None:
+        """Run one request and answer it; never raises (Gone included)."""
+        then: Callable[[], Awaitable[None]] | None = None
         try:
-            await self._reply(state, request, handler(state, session, request.params))
-        except _Gone:
+            try:
+                result = await handler(state, session, request.params)
+            except Exception as exc:
+                await state.reply_error(request.id, *error_reply(exc, request.method))
+                return
+            if isinstance(result, Reply):
+                result, then = result.result, result.then
+            await state.reply(request.id, result)
+        except Gone:
             pass
+        finally:
+            state.slots.release()
+            if then is not None:
+                with trio.CancelScope(shield=True):
+                    await then()
 
-    # -- handshake ---------------------------------------------------------------
+    # -- handshake ---------------------------------------------------------------------
 
-    async def _initialize(self, state: _ConnState, params: Any) -> dict[str, Any]:
+    def _initialize(self, state: ConnState, params: Any) -> dict[str, Any]:
         if state.session is not None:
-            raise _Fail(rpc.INVALID_REQUEST, "initialize may only be sent once per connection")
+            raise Fail(rpc.INVALID_REQUEST, "initialize may only be sent once per connection")
         p = m.structure(params, m.InitializeParams)
         if p.resume_session_id is not None:
             session = self.store.sessions.get(p.resume_session_id)
             if session is None:
-                raise _Fail(rpc.INVALID_REQUEST, f"unknown session id {p.resume_session_id}")
-            if session.attached is not None:
-                raise _Fail(
-                    rpc.SESSION_ATTACHED,
-                    f"session {session.session_id} is already attached to another connection",
-                )
+                raise Fail(rpc.INVALID_REQUEST, f"unknown session id {p.resume_session_id}")
+            old = session.attached
+            if isinstance(old, ConnState):
+                if old.silent_for() < self.takeover_after:
+                    raise Fail(
+                        rpc.SESSION_ATTACHED,
+                        f"session {session.session_id} is already attached to another connection",
+                    )
+                log.info("session %s taken over from silent %s", session.session_id, old.conn.name)
+                old.close()
             # Output made while detached is not replayed: push from here on.
             for entry in session.entries.values():
                 if entry.proc is not None and not entry.proc.closed:
-                    after = entry.proc.last_seq
-                    state.nursery.start_soon(self._forward, state, entry, after)
+                    self._forward_to(state, entry, entry.proc.last_seq)
         else:
             session = self.store.new()
         session.attached = state
         state.session = session
-        result = m.InitializeResult(
-            session_id=session.session_id,
-            environment_info=self._environment(),
-            extensions=EXTENSIONS,
-        )
-        return m.unstructure(result)
-
-    def _environment(self) -> dict[str, Any]:
-        shell = os.environ.get("SHELL", "/bin/sh")
-        return {
-            "shell": {"name": os.path.basename(shell), "path": shell},
-            "executorVersion": f"unified_exec {__version__}",
-            "cwd": _file_uri(os.getcwd()),
-            "userHomeDir": _file_uri(os.path.expanduser("~")),
-            "platformOs": platform.system().lower(),
-            "tempDir": _file_uri(os.environ.get("TMPDIR", "/tmp")),
-        }
-
-    async def _environment_info(self, state: _ConnState, session: Session, params: Any) -> Any:
-        if params not in (None, {}):
-            raise m.ParamsError("invalid type: map, expected unit")
-        await trio.lowlevel.checkpoint()
-        return self._environment()
-
-    # -- process methods ------------------------------------------------------------
-
-    def _entry(self, session: Session, process_id: str) -> Entry:
-        entry = session.entries.get(process_id)
-        if entry is None:
-            raise _Fail(rpc.INVALID_REQUEST, f"unknown process id {process_id}")
-        return entry
-
-    async def _start(self, state: _ConnState, session: Session, params: Any) -> Any:
-        p = m.structure(params, m.StartParams)
-        if not p.argv:
-            raise _Fail(rpc.INVALID_PARAMS, "argv must not be empty")
-        cwd = _parse_cwd(p.cwd)
-        if p.process_id in session.entries:
-            raise _Fail(rpc.INVALID_REQUEST, f"process {p.process_id} already exists")
-        try:
-            request = ExecRequest(
-                argv=p.argv, cwd=cwd, env=p.env, tty=p.tty, pipe_stdin=p.pipe_stdin,
-                arg0=p.arg0, process_id=p.process_id,
-                **({"size": tuple(p.tty_size)} if p.tty_size is not None else {}),
-            )  # fmt: skip
-        except InvalidRequestError as exc:
-            raise _Fail(rpc.INVALID_PARAMS, str(exc)) from None
-        entry = Entry(process_id=p.process_id, tty=p.tty, pipe_stdin=p.pipe_stdin)
-        session.entries[p.process_id] = entry
-        try:
-            proc = await UnifiedExecProcess.start(
-                self.backend, request, retention_bytes=self.retention_bytes
+        result = m.unstructure(
+            m.InitializeResult(
+                session_id=session.session_id,
+                environment_info=environment(),
+                extensions=EXTENSIONS,
             )
-        except LaunchError as exc:
-            session.entries.pop(p.process_id, None)
-            raise _Fail(rpc.INTERNAL_ERROR, str(exc)) from None
-        except BaseException:
-            session.entries.pop(p.process_id, None)
-            raise
-        entry.proc = proc
-        entry.phase = "running"
-        if entry.start_cancelled:
-            session.entries.pop(p.process_id, None)
-            self.nursery.start_soon(proc.terminate)
-            raise _Fail(rpc.INVALID_REQUEST, f"process {p.process_id} start was cancelled")
-        if session.attached is state:
-            state.nursery.start_soon(self._forward, state, entry, 0)
-        self.nursery.start_soon(self._expire_closed, session, entry)
-        return m.unstructure(m.StartResult(process_id=p.process_id))
-
-    async def _read(self, state: _ConnState, session: Session, params: Any) -> Any:
-        p = m.structure(params, m.ReadParams)
-        entry = self._entry(session, p.process_id)
-        if entry.proc is None:
-            raise _Fail(rpc.INVALID_REQUEST, f"process id {p.process_id} is starting")
-        wait_ms = min(p.wait_ms or 0, _MAX_WAIT_MS)
-        res = await entry.proc.read(
-            after_seq=p.after_seq or 0, max_bytes=p.max_bytes, wait=wait_ms / 1000
         )
-        next_seq = res.next_seq
-        if p.max_bytes is not None and res.chunks:
-            next_seq = res.chunks[-1].seq + 1  # as codex: the cursor follows the budget
-        state_ = res.state
-        result = m.ReadResult(
-            chunks=[m.ReadChunk(seq=c.seq, stream=c.stream, chunk=c.data) for c in res.chunks],
-            next_seq=next_seq,
-            exited=state_.exit_code is not None,
-            exit_code=state_.exit_code,
-            closed=res.closed,
-            failure=state_.failure_message,
-        )
-        return m.unstructure(result)
+        return result
 
-    async def _write(self, state: _ConnState, session: Session, params: Any) -> Any:
-        p = m.structure(params, m.WriteParams)
-        if p.write_id is not None and not p.write_id:
-            raise _Fail(rpc.INVALID_PARAMS, "writeId must not be empty")
-        entry = session.entries.get(p.process_id)
-        if entry is None:
-            status = "unknownProcess"
-        elif entry.proc is None:
-            status = "starting"
-        elif (not entry.tty and not entry.pipe_stdin) or entry.stdin_closed:
-            status = "stdinClosed"
-        elif entry.terminated:
-            raise _Fail(rpc.INTERNAL_ERROR, "failed to write to process stdin")
-        elif p.write_id is not None and not entry.remember_write(p.write_id):
-            status = "accepted"  # a retry of a write we already did
-        elif entry.proc.state.has_exited:
-            status = "accepted"  # as codex: discarded once the process has exited
-        else:
-            result = await entry.proc.write(p.chunk)
-            if entry.terminated:
-                raise _Fail(rpc.INTERNAL_ERROR, "failed to write to process stdin")
-            status = "accepted" if entry.proc.state.has_exited else result.value
-        return m.unstructure(m.WriteResult(status=status))  # type: ignore[arg-type]
+    # -- process lifetimes ---------------------------------------------------------------
 
-    async def _signal(self, state: _ConnState, session: Session, params: Any) -> Any:
-        p = m.structure(params, m.SignalParams)
-        entry = session.entries.get(p.process_id)
-        if entry is not None and entry.proc is not None:
-            await entry.proc.interrupt()
-        await trio.lowlevel.checkpoint()
-        return {}
+    def _forward_to(self, state: ConnState, entry: Entry, after_seq: int) -> None:
+        what = f"forward {entry.process_id}"
+        spawn_guarded(state.nursery, lambda: forward(state, entry, after_seq), what)
 
-    async def _terminate(self, state: _ConnState, session: Session, params: Any) -> Any:
-        p = m.structure(params, m.TerminateParams)
-        await trio.lowlevel.checkpoint()
-        entry = session.entries.get(p.process_id)
-        if entry is None:
-            return m.unstructure(m.TerminateResult(running=False))
-        if entry.proc is None:
-            entry.start_cancelled = True
-            return m.unstructure(m.TerminateResult(running=True))
-        if entry.proc.state.has_exited:
-            return m.unstructure(m.TerminateResult(running=False))
-        entry.terminated = True
-        self.nursery.start_soon(entry.proc.terminate)
-        return m.unstructure(m.TerminateResult(running=True))
-
-    async def _resize(self, state: _ConnState, session: Session, params: Any) -> Any:
-        p = m.structure(params, m.ResizeParams)
-        entry = self._entry(session, p.process_id)
-        if entry.proc is None:
-            raise _Fail(rpc.INVALID_REQUEST, f"process id {p.process_id} is starting")
-        try:
-            await entry.proc.resize(p.rows, p.cols)
-        except InvalidRequestError as exc:
-            raise _Fail(rpc.INVALID_PARAMS, str(exc)) from None
-        return {}
-
-    async def _close_stdin(self, state: _ConnState, session: Session, params: Any) -> Any:
-        p = m.structure(params, m.CloseStdinParams)
-        entry = self._entry(session, p.process_id)
-        if entry.proc is None:
-            raise _Fail(rpc.INVALID_REQUEST, f"process id {p.process_id} is starting")
-        try:
-            await entry.proc.close_stdin()
-        except InvalidRequestError as exc:
-            raise _Fail(rpc.INVALID_PARAMS, str(exc)) from None
-        entry.stdin_closed = True
-        return {}
-
-    # -- notifications and lifetimes ---------------------------------------------------
-
-    async def _forward(self, state: _ConnState, entry: Entry, after_seq: int) -> None:
-        """Push one process's events to one connection, in seq order.
-
-        As an active events() reader this holds the child back when the client
-        reads slowly (backpressure), and lets go when the connection ends.
-        """
-        assert entry.proc is not None
-        pid = entry.process_id
-        stream = entry.proc.events(after_seq=after_seq)
-        try:
-            async for event in stream:
-                if isinstance(event, OutputEvent):
-                    params = m.OutputParams(pid, event.seq, event.stream, event.data)
-                    await state.send(rpc.Notification(m.OUTPUT, m.unstructure(params)))
-                elif isinstance(event, ExitedEvent):
-                    params_e = m.ExitedParams(pid, event.seq, event.exit_code)
-                    await state.send(rpc.Notification(m.EXITED, m.unstructure(params_e)))
-                elif isinstance(event, ClosedEvent):
-                    params_c = m.ClosedParams(pid, event.seq)
-                    await state.send(rpc.Notification(m.CLOSED, m.unstructure(params_c)))
-                elif isinstance(event, FailedEvent):
-                    # The wire has no failure notification: end the stream visibly
-                    # (process/read reports the message in `failure`).
-                    seq = entry.proc.last_seq
-                    if entry.proc.state.exit_code is None:
-                        seq += 1
-                        params_e = m.ExitedParams(pid, seq, -1)
-                        await state.send(rpc.Notification(m.EXITED, m.unstructure(params_e)))
-                    params_c = m.ClosedParams(pid, seq + 1)
-                    await state.send(rpc.Notification(m.CLOSED, m.unstructure(params_c)))
-        except _Gone:
-            pass
-        finally:
-            stream.close()
+    def process_started(self, state: ConnState, session: Session, entry: Entry) -> None:
+        """A process/start succeeded: push its events, and forget it in time."""
+        target = session.attached
+        if isinstance(target, ConnState):
+            self._forward_to(target, entry, 0)
+        self.spawn(lambda: self._expire_closed(session, entry), f"expire {entry.process_id}")
 
     async def _expire_closed(self, session: Session, entry: Entry) -> None:
         assert entry.proc is not None
@@ -494,8 +323,42 @@ class ExecServer:
             await self._terminate_all([session])
 
     async def _terminate_all(self, sessions: list[Session]) -> None:
-        async with trio.open_nursery() as nursery:
-            for session in sessions:
-                self.store.sessions.pop(session.session_id, None)
-                for proc in session.live_processes():
-                    nursery.start_soon(proc.terminate)
+        """Terminate every live process of ``sessions``; never raises, and gives up
+        waiting after a bound (a backend whose terminate() hangs cannot wedge us)."""
+
+        async def terminate(proc: Any) -> None:
+            try:
+                await proc.terminate()
+            except Exception:
+                log.exception("terminating %s failed", proc.process_id)
+
+        with trio.move_on_after(_TERMINATE_BOUND):
+            async with trio.open_nursery() as nursery:
+                for session in sessions:
+                    self.store.sessions.pop(session.session_id, None)
+                    for proc in session.live_processes():
+                        nursery.start_soon(terminate, proc)
+
+
+def _seconds(name: str, value: float) -> float:
+    checked = check_duration(name, value)
+    assert checked is not None
+    return checked
+
+
+def _lane(params: Any) -> str | None:
+    """The processId a request is about, if it names one: the key of its lane."""
+    if isinstance(params, dict):
+        pid = params.get("processId")
+        if isinstance(pid, str):
+            return pid
+    return None
+
+
+@asynccontextmanager
+async def open_exec_server(backend: ExecBackend, **settings: Any) -> AsyncIterator[ExecServer]:
+    """``async with open_exec_server(backend, ...) as server:`` — the server's lifetime
+    as a block (trio's idiom for objects that own tasks). Settings as ExecServer's."""
+    server = ExecServer(backend, **settings)
+    async with server._running():
+        yield server
