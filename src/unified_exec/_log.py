@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 import attrs
 
@@ -16,14 +18,84 @@ from ._errors import RemoteProtocolError
 from ._events import ClosedEvent, ExitedEvent, FailedEvent, LostEvent, OutputEvent, ProcessEvent
 from ._state import ProcessState
 
-__all__ = ["EventLog", "LogSlice"]
+__all__ = ["EventLog", "EvictedSeqs", "LogSlice"]
+
+# While pinned (see EventLog.pin_unseen) retention may grow past its limit by at most
+# this much to keep an active reader's unseen output; beyond it, it is lost, and
+# reported as lost, as usual.
+PIN_CAP_BYTES = 64 * 1024 * 1024
+
+
+class EvictedSeqs(Sequence[int]):
+    """The seqs of a range that were output and lost: ``span`` minus ``holes``.
+
+    The exit event can sit between two evicted chunks of a grandchild's late
+    output; it was not lost, so it is not named. ``start``/``stop`` are those of
+    the span (and ``step`` is 1), as for a range.
+    """
+
+    __slots__ = ("_holes", "_span")
+
+    def __init__(self, span: range, holes: Sequence[int]) -> None:
+        self._span = span
+        self._holes = tuple(sorted(h for h in set(holes) if h in span))
+
+    @property
+    def start(self) -> int:
+        return self._span.start
+
+    @property
+    def stop(self) -> int:
+        return self._span.stop
+
+    @property
+    def step(self) -> int:
+        return 1
+
+    def __len__(self) -> int:
+        return len(self._span) - len(self._holes)
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._span and seq not in self._holes
+
+    def __iter__(self) -> Iterator[int]:
+        holes = set(self._holes)
+        return (s for s in self._span if s not in holes)
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[int]: ...
+    def __getitem__(self, index: int | slice) -> int | Sequence[int]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("EvictedSeqs index out of range")
+        seq = self._span.start + index
+        for hole in self._holes:  # sorted: each hole at or before seq shifts it on
+            if hole <= seq:
+                seq += 1
+        return seq
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self._span, self._holes))
+
+    def __repr__(self) -> str:
+        return f"EvictedSeqs({self._span!r}, holes={self._holes!r})"
 
 
 @attrs.frozen
 class LogSlice:
     chunks: tuple[OutputEvent, ...]
     next_seq: int
-    evicted: range
+    evicted: Sequence[int]
 
 
 @attrs.define
@@ -44,6 +116,10 @@ class EventLog:
     _head: int = attrs.field(default=0, init=False)
     _cursors: dict[int, int] = attrs.field(factory=dict, init=False)
     _tokens: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
+    # Set once the process is being terminated: the producer is no longer held back
+    # for readers, so instead retention keeps what an active reader has not seen
+    # (up to PIN_CAP_BYTES over the limit; the rest of a terminated child is small).
+    pin_unseen: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.retention_bytes < 0:
@@ -85,8 +161,20 @@ class EventLog:
         self._out.append(event)
         self._seqs.append(event.seq)
         self.retained_bytes += len(event.data)
+        self._trim()
+
+    def _trim(self) -> None:
+        pinned_after = None
+        if self.pin_unseen and self._cursors:
+            pinned_after = min(self._cursors.values())
         while self.retained_bytes > self.retention_bytes and len(self._out) - self._head > 1:
             old = self._out[self._head]
+            if (
+                pinned_after is not None
+                and old.seq > pinned_after
+                and self.retained_bytes <= self.retention_bytes + PIN_CAP_BYTES
+            ):
+                break
             self.retained_bytes -= len(old.data)
             self.evicted_through = old.seq
             self._head += 1
@@ -121,15 +209,24 @@ class EventLog:
 
     def move_cursor(self, token: int, seq: int) -> None:
         self._cursors[token] = seq
+        if self.pin_unseen:
+            self._trim()
 
     def drop_cursor(self, token: int) -> None:
         self._cursors.pop(token, None)
+        if self.pin_unseen:
+            self._trim()
 
     # -- reading -----------------------------------------------------------------
 
     def has_news(self, after_seq: int) -> bool:
-        """Is there anything a reader at ``after_seq`` has not been told?"""
-        return self.last_seq > after_seq or self.failure is not None
+        """Is there anything a reader at ``after_seq`` has not been told?
+
+        Once the log is terminal, yes whatever the cursor: nothing can ever come, so
+        a waiting reader must be answered at once (codex answers a read after closed
+        at once, even ``afterSeq: 99``).
+        """
+        return self.last_seq > after_seq or self.terminal
 
     def read(self, after_seq: int, max_bytes: int | None = None) -> LogSlice:
         """Retained output after ``after_seq``; ``max_bytes`` caps it (at least one chunk)."""
@@ -152,11 +249,11 @@ class EventLog:
             truncated = False
         chunks = tuple(self._out[start:end])
         next_seq = chunks[-1].seq + 1 if truncated else self.last_seq + 1
-        evicted = (
-            range(after_seq + 1, self.evicted_through + 1)
-            if after_seq < self.evicted_through
-            else range(0)
-        )
+        evicted: Sequence[int] = range(0)
+        if after_seq < self.evicted_through:
+            evicted = range(after_seq + 1, self.evicted_through + 1)
+            if self.exited is not None and self.exited.seq in evicted:
+                evicted = EvictedSeqs(evicted, (self.exited.seq,))
         return LogSlice(chunks=chunks, next_seq=next_seq, evicted=evicted)
 
     def next_event(
@@ -179,4 +276,8 @@ class EventLog:
             return LostEvent(first_seq=cursor + 1, last_seq=hi)
         if nxt is not None:
             return nxt
-        return self.failure
+        if self.failure is not None:
+            return self.failure
+        # A cursor at or after the closed seq has seen everything: it gets the end
+        # again rather than waiting for an event that will never come.
+        return self.closed

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncGenerator
+import warnings
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Final
@@ -17,7 +18,7 @@ from typing import Final
 import attrs
 import trio
 
-from ._errors import InvalidRequestError, ProtocolError, TransportLostError
+from ._errors import InvalidRequestError, ProtocolError, TransportLostError, UnifiedExecError
 from ._events import (
     ClosedEvent,
     ExitedEvent,
@@ -43,9 +44,10 @@ _TERMINATE_BOUND = 30.0
 class ReadResult:
     """Output after a cursor, and where things stand.
 
-    ``next_seq - 1`` is the cursor for the next read. ``evicted`` lists the seqs
-    after your cursor that retention dropped before you read them (empty if none):
-    a gap is always reported, never skipped in silence. ``closed`` means no event
+    ``next_seq - 1`` is the cursor for the next read. ``evicted`` lists the output
+    seqs after your cursor that retention dropped before you read them (empty if
+    none; a range, or an ``EvictedSeqs`` when the exit event sits among them): a
+    gap is always reported, never skipped in silence. ``closed`` means no event
     will ever follow (the process closed or failed).
     """
 
@@ -53,7 +55,7 @@ class ReadResult:
     next_seq: int
     state: ProcessState
     closed: bool
-    evicted: range = range(0)
+    evicted: Sequence[int] = range(0)
 
 
 class _Shared:
@@ -64,10 +66,25 @@ class _Shared:
         self.changed = trio.lowlevel.ParkingLot()  # something was appended
         self.progress = trio.lowlevel.ParkingLot()  # an active reader moved on
         # Once the process is being terminated, nothing is held back for readers any
-        # more: a reader paused inside its own loop must not keep the end from coming.
+        # more: a reader paused inside its own loop (say, the one calling terminate)
+        # must not keep the end from coming. What an active reader has not seen yet
+        # is then kept by the log instead (pin_unseen), so terminating loses nothing.
         self.unthrottled = False
 
+    def unthrottle(self) -> None:
+        self.log.pin_unseen = True
+        self.unthrottled = True
+        self.progress.unpark_all()
+
+    def fail(self, message: str) -> None:
+        """End the log with a failure, unless it has already ended."""
+        if not self.log.terminal:
+            self.log.append(FailedEvent(message))
+            self.changed.unpark_all()
+
     def append(self, event: OutputEvent | ExitedEvent | ClosedEvent | FailedEvent) -> None:
+        if self.log.terminal:  # failed on our side (say, terminate() gave up)
+            return
         try:
             self.log.append(event)
         except ProtocolError as exc:
@@ -165,7 +182,13 @@ class UnifiedExecProcess:
         """Write to stdin (str is UTF-8 encoded). Never hangs on a finished process:
         after exit or terminate it answers STDIN_CLOSED."""
         if isinstance(data, str):
-            data = data.encode()
+            try:
+                data = data.encode()
+            except UnicodeEncodeError as exc:
+                raise InvalidRequestError(
+                    f"write() text is not valid Unicode (a lone surrogate at {exc.start}?); "
+                    "pass bytes to write arbitrary data"
+                ) from None
         elif not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidRequestError(f"write() takes bytes or str, not {type(data).__name__}")
         if self._shared.log.state.has_exited:
@@ -175,16 +198,19 @@ class UnifiedExecProcess:
     async def terminate(self) -> ProcessState:
         """Kill the process group (SIGTERM, then SIGKILL) and wait until closed.
 
-        If the link to the process is lost meanwhile, that is the outcome: the state
-        says so (``failure_message``) rather than an exception.
+        If the backend cannot do it (the link is lost, the server does not answer in
+        time, it answers an error), that is the outcome: the state says so
+        (``failure_message``) rather than an exception. Output an active reader
+        (``events()``) has not yet taken is kept for it, however fast the child wrote.
         """
         if not self.closed:
-            self._shared.unthrottled = True
-            self._shared.progress.unpark_all()
+            self._shared.unthrottle()
             try:
                 await self._handle.terminate()
             except TransportLostError:
                 pass  # the handle fails the process; wait() below sees it
+            except UnifiedExecError as exc:
+                self._shared.fail(f"terminate failed: {exc}")
         return await self.wait()
 
     async def close_stdin(self) -> None:
@@ -255,7 +281,7 @@ class UnifiedExecProcess:
         dropped before it started). Close it (``aclose()``, or leave the ``async
         for``) when you stop reading early.
         """
-        return EventStream(self._shared, after_seq)
+        return EventStream(self._shared, after_seq, owner=self)
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -274,10 +300,22 @@ class UnifiedExecProcess:
             await self.terminate()
 
     def __del__(self) -> None:
+        # The GC may run this in any thread and during interpreter shutdown: touch
+        # no trio object here, only hand the work to the run that created us.
         shared = getattr(self, "_shared", None)
         if shared is None or shared.log.terminal:
             return
         handle = self._handle
+        try:
+            warnings.warn(
+                f"unified_exec process {handle.process_id} was dropped while running; "
+                "terminating it (use `async with` or terminate() to end it explicitly)",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+        except Exception:
+            pass
 
         def collect() -> None:  # runs in the trio thread; must never raise
             try:
@@ -296,9 +334,15 @@ class UnifiedExecProcess:
 class EventStream:
     """Async iterator over a process's events (see UnifiedExecProcess.events)."""
 
-    def __init__(self, shared: _Shared, after_seq: int) -> None:
+    def __init__(
+        self, shared: _Shared, after_seq: int, *, owner: UnifiedExecProcess | None = None
+    ) -> None:
         if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
             raise InvalidRequestError(f"after_seq must be an int >= 0, got {after_seq!r}")
+        # A strong reference: iterating must keep the process alive (dropping the
+        # last reference to a process terminates it).
+        self._owner = owner
+        self._trio_token = trio.lowlevel.current_trio_token()
         self._shared = shared
         self._cursor = after_seq
         self._token: int | None = None
@@ -331,6 +375,7 @@ class EventStream:
 
     def _finish(self) -> None:
         self._done = True
+        self._owner = None
         if self._token is not None:
             self._shared.log.drop_cursor(self._token)
             self._token = None
@@ -345,8 +390,12 @@ class EventStream:
         await trio.lowlevel.checkpoint()
 
     def __del__(self) -> None:
+        # Maybe on another thread: release the cursor from the trio thread.
         if getattr(self, "_token", None) is not None:
-            self._finish()
+            try:
+                self._trio_token.run_sync_soon(self._finish)
+            except Exception:  # the run is over: nothing is waiting on the cursor
+                pass
 
 
 async def _terminate_quietly(handle: ProcessHandle) -> None:
