@@ -1,6 +1,8 @@
-"""The real codex exec-server 0.169.0, fetched by scripts/fetch-codex.sh.
+"""The real codex exec-server, fetched by scripts/fetch-codex.sh (pinned by integrity).
 
-Never skipped: if the binary cannot be fetched, these tests fail and say why.
+``codex_bin`` is 0.169.0 (the version the protocol notes describe); ``codex_release``
+runs a test once per pinned version (0.169.0 and 0.171.0).
+Never skipped: if a binary cannot be fetched, these tests fail and say why.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import unified_exec as ue
 ROOT = pathlib.Path(__file__).parents[2]
 
 
-@pytest.fixture(scope="session")
-def codex_bin() -> str:
+CODEX_VERSIONS = ["0.169.0", "0.171.0"]
+
+
+def fetch_codex(version: str) -> str:
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "fetch-codex.sh")],
+        ["bash", str(ROOT / "scripts" / "fetch-codex.sh"), version],
         capture_output=True,
         text=True,
         timeout=900,
@@ -31,11 +35,23 @@ def codex_bin() -> str:
     )
     if done.returncode != 0:
         pytest.fail(
-            "the real codex exec-server is needed for the interop tests and could not be "
-            f"fetched:\n{done.stderr.strip()}",
+            f"the real codex exec-server {version} is needed for the interop tests and could not "
+            f"be fetched:\n{done.stderr.strip()}",
             pytrace=False,
         )
     return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def codex_bin() -> str:
+    return fetch_codex("0.169.0")
+
+
+@pytest.fixture(scope="session", params=CODEX_VERSIONS)
+def codex_release(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(version, path of its binary), once per pinned codex version."""
+    version: str = request.param
+    return version, fetch_codex(version)
 
 
 @pytest.fixture

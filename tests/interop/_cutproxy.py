@@ -1,0 +1,93 @@
+"""A loopback TCP proxy that can cut, or freeze, every connection through it on demand.
+
+Real sockets on 127.0.0.1 both ways; the faults are the ones a flaky network makes:
+``cut()`` closes both sides of every live connection at once (a dropped link: the
+client and the server each see the TCP connection end), and ``freeze()`` stops
+forwarding without closing anything (a NAT timeout or a suspended laptop: no FIN, no
+RST, just silence) until ``thaw()``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+
+class CutProxy:
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self._host = upstream_host
+        self._port = upstream_port
+        self._links: set[trio.CancelScope] = set()
+        self._thawed = trio.Event()
+        self._thawed.set()
+        self.port = 0
+        self.accepted = 0
+        self.cuts = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def live(self) -> int:
+        return len(self._links)
+
+    def cut(self) -> int:
+        """Close every connection now; returns how many were cut."""
+        n = len(self._links)
+        for scope in list(self._links):
+            scope.cancel()
+        self.cuts += 1 if n else 0
+        return n
+
+    def freeze(self) -> None:
+        self._thawed = trio.Event()
+
+    def thaw(self) -> None:
+        self._thawed.set()
+
+    async def _pump(
+        self, src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
+        while True:
+            data = await src.receive_some(65536)
+            await self._thawed.wait()
+            if not data:
+                scope.cancel()  # one side hung up: hang up the other
+                return
+            await dst.send_all(data)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        self.accepted += 1
+        scope = trio.CancelScope()
+        self._links.add(scope)
+        try:
+            with scope:
+                upstream = await trio.open_tcp_stream(self._host, self._port)
+                async with upstream, trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump, client, upstream, scope)
+                    nursery.start_soon(self._pump, upstream, client, scope)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self._links.discard(scope)
+            await client.aclose()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[CutProxy]:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+            )
+            self.port = listeners[0].socket.getsockname()[1]
+            yield self
+            nursery.cancel_scope.cancel()
+
+
+def parse_port(url: str) -> tuple[str, int]:
+    hostport = url.split("://", 1)[1].split("/", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    return host.strip("[]"), int(port)
