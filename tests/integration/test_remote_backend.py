@@ -42,7 +42,9 @@ async def ws_server_process() -> AsyncIterator[tuple[str, trio.Process]]:
     env = dict(os.environ)
     env.pop("UNIFIED_EXEC_TOKEN", None)
     proc = await trio.lowlevel.open_process(
-        [*SERVE, "--listen", "ws://127.0.0.1:0"], stdout=subprocess.PIPE, env=env
+        [*SERVE, "--listen", "ws://127.0.0.1:0", "--ws-auth", "none"],
+        stdout=subprocess.PIPE,
+        env=env,
     )
     try:
         assert proc.stdout is not None

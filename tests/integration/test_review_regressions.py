@@ -54,7 +54,7 @@ async def _stop(proc: trio.Process) -> None:
 async def ws_server_process(*args: str) -> AsyncIterator[tuple[str, trio.Process]]:
     """``python -m unified_exec serve --listen ws://127.0.0.1:0`` as a subprocess."""
     proc = await trio.lowlevel.open_process(
-        [*SERVE, "--listen", "ws://127.0.0.1:0", *args], stdout=subprocess.PIPE
+        [*SERVE, "--listen", "ws://127.0.0.1:0", "--ws-auth", "none", *args], stdout=subprocess.PIPE
     )
     try:
         assert proc.stdout is not None

@@ -859,7 +859,7 @@ async def test_cli_rejects_bad_listen() -> None:
 async def test_cli_websocket_prints_url_first_and_serves() -> None:
     with trio.fail_after(30):
         proc = await trio.lowlevel.open_process(
-            [*SERVE, "--listen", "ws://127.0.0.1:0"],
+            [*SERVE, "--listen", "ws://127.0.0.1:0", "--ws-auth", "none"],
             stdout=subprocess.PIPE,
             env=_env_without_token(),
         )
@@ -889,7 +889,7 @@ async def test_cli_websocket_prints_url_first_and_serves() -> None:
 async def _cli_ws_server_with_child() -> tuple[trio.Process, int]:
     """A CLI websocket server with one silent child (a chatty one would die of SIGPIPE)."""
     proc = await trio.lowlevel.open_process(
-        [*SERVE, "--listen", "ws://127.0.0.1:0"],
+        [*SERVE, "--listen", "ws://127.0.0.1:0", "--ws-auth", "none"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env_without_token(),

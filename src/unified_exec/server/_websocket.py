@@ -1,0 +1,268 @@
+"""One websocket connection to the exec-server, from the first byte to the last.
+
+Two jobs, both about surviving peers:
+
+- **An exception boundary per connection** (review defect 1). Everything a single
+  peer can make fail (a hang-up mid-handshake, ``ENOTCONN`` from ``getpeername``, a
+  broken TLS handshake, a malformed request, trio-websocket's reader task raising
+  while it answers a protocol error) ends *that* connection and is logged; nothing
+  reaches the listener, so no peer can end the server. Only cancellation (the server
+  shutting down) goes through.
+- **Liveness** (review defect 9). A link that dies without FIN or RST never ends a
+  ``get_message()``. We ping every ``ping_interval`` seconds; when neither a pong nor
+  a message has arrived for ``ping_timeout`` seconds, the connection counts as gone:
+  ``receive()`` returns None, so ``ExecServer.serve_connection`` detaches the session
+  and it becomes resumable, exactly as if the peer had hung up. A peer that stops
+  reading altogether blocks our sends and so our pings, and is detached the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+
+from .._protocol._jsonrpc import MessageError
+from ._auth import TokenAuth
+from ._http import BadRequest, HttpRequest, PrefixedStream, read_request, respond
+
+__all__ = ["WsPolicy", "WsServerConnection", "handle_stream"]
+
+log = logging.getLogger("unified_exec.server")
+
+
+@attrs.frozen
+class WsPolicy:
+    """What every websocket connection of one server is held to."""
+
+    auth: TokenAuth | None
+    allowed_origins: frozenset[str]
+    max_message_bytes: int
+    handshake_timeout: float = 10.0
+    ping_interval: float | None = 15.0  # None: no keepalive
+    ping_timeout: float = 30.0
+    close_timeout: float = 1.0
+
+
+class _LinkDead(Exception):
+    """The keepalive gave this connection up."""
+
+
+class WsServerConnection:
+    """The ``Connection`` ExecServer serves, over one accepted websocket."""
+
+    kind: Literal["stdio", "websocket"] = "websocket"
+
+    def __init__(self, ws: WebSocketConnection, name: str) -> None:
+        self._ws = ws
+        self.name = name
+        self._dead = False
+        self._scopes: set[trio.CancelScope] = set()
+        self.last_heard = trio.current_time()
+        self.last_sent = self.last_heard
+
+    @contextmanager
+    def _guard(self) -> Iterator[trio.CancelScope]:
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
+
+    def last_activity(self) -> float:
+        """When the peer last showed life (a message or a pong): ExecServer's Heartbeat."""
+        return self.last_heard
+
+    def give_up(self) -> None:
+        """Count the link as gone: wake every receive and send on it."""
+        self._dead = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def send(self, text: str) -> None:
+        if self._dead:
+            raise _LinkDead
+        sent = False
+        with self._guard():
+            await self._ws.send_message(text)
+            self.last_sent = trio.current_time()
+            sent = True
+        if not sent:
+            raise _LinkDead
+
+    async def receive(self) -> str | bytes | MessageError | None:
+        if self._dead:
+            return None
+        message: str | bytes | None = None  # stays None when give_up() cancelled us
+        with self._guard():
+            try:
+                message = await self._ws.get_message()
+            except ConnectionClosed:
+                return None
+            self.last_heard = trio.current_time()
+        return message
+
+    async def keepalive(self, interval: float, timeout: float) -> None:
+        """Ping on a timer; give the link up when it stays silent past ``timeout``."""
+        while not self._dead:
+            await trio.sleep(interval)
+            with trio.move_on_after(timeout):
+                try:
+                    await self._ws.ping()
+                except ConnectionClosed:
+                    return  # receive() sees it too
+                self.last_heard = trio.current_time()
+                continue
+            if trio.current_time() - self.last_heard < timeout:
+                continue  # a big message held the pong back, but the peer is talking
+            log.warning(
+                "exec-server %s: no pong for %.0f s, detaching its session", self.name, timeout
+            )
+            self.give_up()
+            return
+
+    async def close(self, code: int, reason: str, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await self._ws.aclose(code, reason)
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    """``websocket HOST:PORT`` for error texts; never raises (the peer may be gone)."""
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    sock = getattr(inner, "socket", None)
+    if sock is None:
+        return "websocket"
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "websocket (peer gone)"
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
+        return f"websocket {host}:{peer[1]}"
+    return "websocket unix"
+
+
+async def _refuse_or_pass(stream: trio.abc.Stream, head: HttpRequest, policy: WsPolicy) -> bool:
+    """Answer plain HTTP and refused upgrades; True if the upgrade may go ahead."""
+    head_only = head.method == b"HEAD"
+    if head.path == b"/readyz" and not head.is_upgrade:
+        if head.method in (b"GET", b"HEAD"):
+            await respond(stream, 200)
+        else:
+            await respond(stream, 405, extra_headers=((b"allow", b"GET,HEAD"),))
+        return False
+    if not head.is_upgrade:
+        if head.path == b"/":
+            await respond(
+                stream, 400, b"Connection header did not include 'upgrade'", head_only=head_only
+            )
+        else:
+            await respond(stream, 404, head_only=head_only)
+        return False
+    origin = head.header(b"origin")
+    if origin is not None and origin.decode(errors="replace") not in policy.allowed_origins:
+        # A browser page: it could otherwise drive a loopback server (cross-site
+        # WebSocket hijacking). Real clients send no Origin. Checked before the token,
+        # as codex does, so a page learns nothing about the token either.
+        await respond(stream, 403, b"cross-origin websocket refused\n")
+        return False
+    if policy.auth is not None and not policy.auth.check(head.header(b"authorization")):
+        await respond(
+            stream, 401, b"missing or wrong token\n",
+            extra_headers=((b"www-authenticate", b"Bearer"),),
+        )  # fmt: skip
+        return False
+    if (
+        head.method != b"GET"
+        or head.header(b"sec-websocket-key") is None
+        or (head.header(b"sec-websocket-version") != b"13")
+    ):
+        await respond(stream, 400, b"malformed websocket upgrade\n")
+        return False
+    return True
+
+
+async def _open(
+    stream: trio.abc.Stream, nursery: trio.Nursery, policy: WsPolicy
+) -> WebSocketConnection | None:
+    try:
+        head = await read_request(stream)
+    except BadRequest as exc:
+        await respond(stream, 400, f"bad request: {exc}\n".encode())
+        return None
+    if head is None or not await _refuse_or_pass(stream, head, policy):
+        return None
+    request = await wrap_server_stream(
+        nursery, PrefixedStream(stream, head.raw), max_message_size=policy.max_message_bytes
+    )
+    return await request.accept()
+
+
+Serve = Callable[[WsServerConnection], Awaitable[None]]
+
+
+async def handle_stream(stream: trio.abc.Stream, policy: WsPolicy, serve: Serve) -> None:
+    """Serve one accepted stream; whatever the peer does, this returns normally."""
+    name = "websocket"
+    try:
+        name = _peer_name(stream)
+        await _handle(stream, policy, serve, name)
+    except Exception as exc:  # the per-connection boundary: one peer never ends the server
+        _log_failure(name, exc)
+    except BaseExceptionGroup as group:
+        # Cancelled (the server is stopping) mixed with a peer's failure: log the
+        # failure, let the cancellation through.
+        failures, rest = group.split(Exception)
+        if failures is not None:
+            _log_failure(name, failures)
+        if rest is not None:
+            raise rest from None
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _log_failure(name: str, exc: BaseException) -> None:
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(exc)
+    expected = (OSError, ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError,
+                ssl.SSLError)  # fmt: skip
+    if all(isinstance(e, expected) for e in leaves):
+        log.info("exec-server %s went away: %s", name, "; ".join(map(repr, leaves)))
+    else:
+        log.warning("closing exec-server %s after an error", name, exc_info=exc)
+
+
+async def _handle(stream: trio.abc.Stream, policy: WsPolicy, serve: Serve, name: str) -> None:
+    async with trio.open_nursery() as nursery:  # trio-websocket's reader task lives here
+        ws = None
+        with trio.move_on_after(policy.handshake_timeout):
+            ws = await _open(stream, nursery, policy)
+        if ws is None:
+            nursery.cancel_scope.cancel()
+            return
+        conn = WsServerConnection(ws, name)
+        try:
+            async with trio.open_nursery() as inner:
+                if policy.ping_interval is not None:
+                    inner.start_soon(conn.keepalive, policy.ping_interval, policy.ping_timeout)
+                await serve(conn)
+                inner.cancel_scope.cancel()
+            if not conn._dead:
+                await conn.close(1000, "", policy.close_timeout)
+        finally:
+            nursery.cancel_scope.cancel()
