@@ -3,28 +3,130 @@
 ``Manager`` runs a trio event loop in its own daemon thread and forwards each call
 to it, so it can be used from any thread (calls are safe to make concurrently).
 ``close()`` — or leaving ``with``, or interpreter exit — terminates every session.
+
+Lifetimes, and why they are built this way:
+
+- The loop thread runs a ``_Loop``, which holds no reference to its ``Manager``:
+  a Manager that is dropped without ``close()`` is collected, and its finalizer
+  stops the loop (and so terminates its children).
+- Finalizers and exit hooks only call ``TrioToken.run_sync_soon`` (safe from any
+  thread, the GC included, and non-blocking); trio objects are touched in the loop
+  thread only.
+- A forked child inherits the Manager but not its thread: every hook is a no-op in
+  another pid, and a call there raises instead of waiting for a loop that is not
+  there.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final
 
 import trio
 
 from ._errors import InvalidRequestError
-from .backends._base import ExecBackend
+from ._frontdoor import BackendFactory, open_backend_and_manager
 from .backends.local import LocalPtyBackend
 from .tools._manager import UnifiedExecManager
 from .tools._output import ExecCommandOutput
 
 __all__ = ["Manager"]
 
-T = TypeVar("T")
+log = logging.getLogger("unified_exec")
+
+#: How long close() and interpreter exit wait for the loop thread to finish.
+CLOSE_TIMEOUT: Final = 60.0
+
+
+class _Loop:
+    """The trio run of one Manager, in a thread of its own."""
+
+    def __init__(self, factory: BackendFactory, options: dict[str, Any]) -> None:
+        self.pid = os.getpid()
+        self._factory = factory
+        self._options = options
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.manager: UnifiedExecManager | None = None
+        self._stop: trio.Event | None = None
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="unified_exec.sync", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread and wait until the manager is open (or failed to open)."""
+        self.thread.start()
+        self._ready.wait()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:
+            if self._ready.is_set():
+                log.exception("the unified_exec.sync loop ended with an error")
+            else:  # reported to the constructor
+                self.error = exc
+        finally:
+            self.token = None
+            self._ready.set()
+
+    async def _main(self) -> None:
+        async with open_backend_and_manager(self._factory, self._options) as manager:
+            self.manager = manager
+            self._stop = trio.Event()
+            self.token = trio.lowlevel.current_trio_token()
+            self._ready.set()
+            await self._stop.wait()
+
+    @property
+    def in_owner(self) -> bool:
+        """False in a forked child: the thread and the trio run stayed in the parent."""
+        return os.getpid() == self.pid
+
+    def request_stop(self) -> None:
+        """Ask the loop to close the manager; returns at once, safe from any thread."""
+        token = self.token
+        if token is None or not self.in_owner:
+            return
+        try:
+            token.run_sync_soon(self._set_stop)
+        except trio.RunFinishedError:
+            pass
+
+    def _set_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        if not self.in_owner or self.thread is threading.current_thread():
+            return
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                log.warning("the unified_exec.sync loop did not stop within %s s", timeout)
+
+
+#: Loops whose thread may still run; weak, so a finished loop is not kept.
+_LIVE: weakref.WeakSet[_Loop] = weakref.WeakSet()
+
+
+def _stop_all_at_exit() -> None:
+    loops = [loop for loop in list(_LIVE) if loop.in_owner]
+    for loop in loops:
+        loop.request_stop()
+    for loop in loops:
+        loop.join(CLOSE_TIMEOUT)
+
+
+atexit.register(_stop_all_at_exit)
 
 
 class Manager:
@@ -40,124 +142,84 @@ class Manager:
         backend_factory: Callable[[], Any] | None = None,
         **manager_options: Any,
     ) -> None:
-        self._factory = backend_factory or LocalPtyBackend
-        self._options = manager_options
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._manager: UnifiedExecManager | None = None
-        self._stop: trio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="unified_exec.sync", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        self._finalizer = weakref.finalize(self, Manager._shutdown, self._token, self._stop,
-                                           self._thread)  # fmt: skip
-        atexit.register(self._finalizer)
-
-    def _run(self) -> None:
-        try:
-            trio.run(self._main)
-        except BaseException as exc:  # reported to the constructor if it never started
-            if not self._ready.is_set():
-                self._error = exc
-                self._ready.set()
-
-    async def _main(self) -> None:
-        made = self._factory()
-        if hasattr(made, "__aenter__"):
-            async with made as backend:
-                await self._serve(backend)
-        else:  # a bare backend
-            try:
-                await self._serve(made)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await made.aclose()
-
-    async def _serve(self, backend: ExecBackend) -> None:
-        async with UnifiedExecManager(backend, **self._options) as manager:
-            self._manager = manager
-            self._stop = trio.Event()
-            self._token = trio.lowlevel.current_trio_token()
-            self._ready.set()
-            await self._stop.wait()
+        loop = _Loop(backend_factory or LocalPtyBackend, manager_options)
+        loop.start()
+        self._loop = loop
+        _LIVE.add(loop)
+        # Dropped without close(): stop the loop (non-blocking; the GC may run this
+        # in any thread). At interpreter exit _stop_all_at_exit waits for it instead.
+        self._finalizer = weakref.finalize(self, loop.request_stop)
+        self._finalizer.atexit = False
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._closed or self._token is None:
+        loop = self._loop
+        if not loop.in_owner:
+            raise InvalidRequestError(
+                f"this Manager belongs to process {loop.pid}; a forked child cannot use it"
+            )
+        token = loop.token
+        if self._closed or token is None:
             raise InvalidRequestError("this Manager is closed")
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is loop.thread:
             raise InvalidRequestError("Manager methods block; do not call them from its own loop")
 
         async def call() -> Any:
             return await fn(*args, **kwargs)
 
         try:
-            return trio.from_thread.run(call, trio_token=self._token)
-        except trio.RunFinishedError:
+            return trio.from_thread.run(call, trio_token=token)
+        except (trio.RunFinishedError, trio.Cancelled):
             raise InvalidRequestError("this Manager is closed") from None
+
+    def _mgr(self) -> UnifiedExecManager:
+        if self._loop.manager is None:  # pragma: no cover - start() raised instead
+            raise InvalidRequestError("this Manager is closed")
+        return self._loop.manager
 
     # -- the tools --------------------------------------------------------------------
 
     def exec_command(self, cmd: str, **kwargs: Any) -> ExecCommandOutput:
-        assert self._manager is not None
-        result: ExecCommandOutput = self._call(self._manager.exec_command, cmd, **kwargs)
+        result: ExecCommandOutput = self._call(self._mgr().exec_command, cmd, **kwargs)
         return result
 
     def write_stdin(self, session_id: int, chars: str = "", **kwargs: Any) -> ExecCommandOutput:
-        assert self._manager is not None
-        result: ExecCommandOutput = self._call(
-            self._manager.write_stdin, session_id, chars, **kwargs
-        )
+        result: ExecCommandOutput = self._call(self._mgr().write_stdin, session_id, chars, **kwargs)
         return result
 
     def handle_tool_call(self, name: str, arguments: str | Mapping[str, Any]) -> str:
-        assert self._manager is not None
-        result: str = self._call(self._manager.handle_tool_call, name, arguments)
+        result: str = self._call(self._mgr().handle_tool_call, name, arguments)
         return result
 
     def tool_specs(self) -> list[dict[str, Any]]:
-        assert self._manager is not None
-        return self._manager.tool_specs()
+        return self._mgr().tool_specs()
 
     def terminate_all(self) -> None:
-        assert self._manager is not None
-        self._call(self._manager.terminate_all)
+        self._call(self._mgr().terminate_all)
 
     @property
     def session_ids(self) -> list[int]:
-        assert self._manager is not None
         ids: list[int] = self._call(self._session_ids)
         return ids
 
     async def _session_ids(self) -> list[int]:
-        assert self._manager is not None
         await trio.lowlevel.checkpoint()
-        return self._manager.session_ids
+        return self._mgr().session_ids
 
     # -- lifetime -----------------------------------------------------------------------
 
-    @staticmethod
-    def _shutdown(
-        token: trio.lowlevel.TrioToken | None, stop: trio.Event | None, thread: threading.Thread
-    ) -> None:
-        if token is not None and stop is not None:
-            try:
-                trio.from_thread.run_sync(stop.set, trio_token=token)
-            except trio.RunFinishedError:
-                pass
-        if thread is not threading.current_thread():
-            thread.join(timeout=30)
-
     def close(self) -> None:
-        """Terminate every session and stop the loop thread (idempotent)."""
+        """Terminate every session and stop the loop thread (idempotent).
+
+        Teardown failures (a backend that cannot terminate or close) are logged on
+        the ``unified_exec`` logger, never raised. In a forked child it does nothing.
+        """
         if self._closed:
             return
         self._closed = True
-        self._finalizer()
-        atexit.unregister(self._finalizer)
+        self._finalizer.detach()
+        self._loop.request_stop()
+        self._loop.join(CLOSE_TIMEOUT)
 
     def __enter__(self) -> Manager:
         return self
