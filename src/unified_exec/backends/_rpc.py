@@ -9,6 +9,7 @@ link stays up (defects 8 and 13)."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -147,15 +148,19 @@ class RpcClient:
             raise TransportLostError(self.lost)
         frame = rpc.encode(message)
         what = getattr(message, "method", "a message")
-        try:
-            size = len(frame.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            # A lone surrogate (e.g. from os.fsdecode of a non-UTF-8 name) cannot travel
-            # in JSON text; the peer would be sent nothing it could parse.
-            raise InvalidRequestError(
-                f"{what} cannot be sent: its text is not valid UTF-8 ({exc.reason} at "
-                f"{frame[max(exc.start - 20, 0) : exc.end + 20]!r})"
-            ) from None
+        if not frame.isascii() and "\ufffd" in frame:
+            # rpc.encode turns lone surrogates into U+FFFD (right for echoed text). A
+            # request of ours must not silently change: "caf\udce9" (os.fsdecode of a
+            # Latin-1 name) would run another command. Refuse it, typed (defect 13).
+            raw = json.dumps(rpc.to_wire(message), separators=(",", ":"), ensure_ascii=False)
+            try:
+                raw.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidRequestError(
+                    f"{what} cannot be sent: its text is not valid UTF-8 ({exc.reason} at "
+                    f"{raw[max(exc.start - 20, 0) : exc.end + 20]!r})"
+                ) from None
+        size = len(frame.encode("utf-8"))
         if size > self._limits.max_message_bytes:
             raise InvalidRequestError(
                 f"{what} would be a {size}-byte message; the limit is "
