@@ -30,7 +30,16 @@ from ._session import Entry, Session
 if TYPE_CHECKING:
     from ._server import ExecServer
 
-__all__ = ["CAPABILITIES", "EXTENSIONS", "MAX_WAIT_MS", "Methods", "Reply", "parse_cwd"]
+__all__ = [
+    "CAPABILITIES",
+    "EXTENSIONS",
+    "MAX_WAIT_MS",
+    "Handler",
+    "LaneRule",
+    "Methods",
+    "Reply",
+    "parse_cwd",
+]
 
 MAX_WAIT_MS = 24 * 3600 * 1000
 EXTENSIONS = [m.PROCESS_RESIZE, m.PROCESS_CLOSE_STDIN, m.START_TTY_SIZE]
@@ -50,6 +59,7 @@ _STATUS: dict[WriteStatus, WireStatus] = {
     WriteStatus.STARTING: "starting",
 }
 
+LaneRule = Literal["ordered", "control", "free"]
 Handler = Callable[[ConnState, Session, Any], Awaitable[Any]]
 
 
@@ -104,18 +114,21 @@ class Methods:
     def __init__(self, server: ExecServer) -> None:
         self.server = server
         self.limits = server.limits
-        # method -> (handler, ordered): ordered methods change a process's state and
-        # run in arrival order per processId; the others run concurrently.
-        self.table: dict[str, tuple[Handler, bool]] = {
-            m.PROCESS_START: (self.start, True),
-            m.PROCESS_READ: (self.read, False),
-            m.PROCESS_WRITE: (self.write, True),
-            m.PROCESS_SIGNAL: (self.signal, True),
-            m.PROCESS_TERMINATE: (self.terminate, True),
-            m.PROCESS_RESIZE: (self.resize, True),
-            m.PROCESS_CLOSE_STDIN: (self.close_stdin, True),
-            "environment/info": (self.environment_info, False),
-            "environment/status": (self.environment_status, False),
+        # method -> (handler, lane rule). "ordered": changes a process's state, runs in
+        # arrival order per processId. "control": the same until the process has
+        # started, then at once, ahead of queued writes (codex's control lane, #36987:
+        # a terminate or Ctrl-C must reach a child whose stdin is full). "free": runs
+        # concurrently once the requests ahead of it in its lane are done.
+        self.table: dict[str, tuple[Handler, LaneRule]] = {
+            m.PROCESS_START: (self.start, "ordered"),
+            m.PROCESS_READ: (self.read, "free"),
+            m.PROCESS_WRITE: (self.write, "ordered"),
+            m.PROCESS_SIGNAL: (self.signal, "control"),
+            m.PROCESS_TERMINATE: (self.terminate, "control"),
+            m.PROCESS_RESIZE: (self.resize, "ordered"),
+            m.PROCESS_CLOSE_STDIN: (self.close_stdin, "ordered"),
+            "environment/info": (self.environment_info, "free"),
+            "environment/status": (self.environment_status, "free"),
         }
 
     # -- environment ---------------------------------------------------------------

@@ -230,10 +230,19 @@ class ExecServer:
             text = "client must send initialized before using exec methods"
             await state.reply_error(request.id, rpc.INVALID_REQUEST, text)
         else:
-            handler, ordered = known
+            handler, rule = known
+            session = state.session
+            lane = _lane(request.params)
+            ordered = rule == "ordered"
+            if rule == "control" and lane is not None:
+                entry = session.entries.get(lane)
+                if entry is None or entry.proc is None:
+                    ordered = True  # unknown or starting: wait for the start ahead of it
+                else:
+                    lane = None  # started: at once, ahead of queued writes
             await state.slots.acquire()  # past max_in_flight: stop reading (backpressure)
-            job = functools.partial(self._run, state, state.session, request, handler)
-            state.submit(_lane(request.params), job, ordered=ordered, what=method)
+            job = functools.partial(self._run, state, session, request, handler)
+            state.submit(lane, job, ordered=ordered, what=method)
 
     async def _run(
         self, state: ConnState, session: Session, request: rpc.Request, handler: Handler
