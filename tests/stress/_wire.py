@@ -29,8 +29,14 @@ def frame_key(value: Any) -> str:
 
 
 class Peer:
+    """Set ``slim`` to keep only the length of output chunks (for floods)."""
+
     def __init__(self, name: str) -> None:
         self.name = name
+        self.slim = False
+        self.output_bytes = 0
+        self._resume = trio.Event()
+        self._resume.set()
         self.received: list[dict[str, Any]] = []
         self.responses: dict[str, dict[str, Any]] = {}
         self.bad: list[str] = []
@@ -48,6 +54,14 @@ class Peer:
         if msg is not None and not isinstance(msg, dict):
             self.bad.append(f"not an object: {frame[:200]!r}")
             msg = None
+        if msg is not None and msg.get("method") == "process/output" and self.slim:
+            params = msg.get("params")
+            if isinstance(params, dict) and isinstance(params.get("chunk"), str):
+                chunk = params["chunk"]
+                self.output_bytes += (
+                    len(chunk) * 3 // 4 - len(chunk[-2:]) + len(chunk[-2:].strip("="))
+                )
+                params["chunk"] = ""
         if msg is not None:
             self.received.append(msg)
             if "id" in msg and ("result" in msg or "error" in msg):
@@ -57,6 +71,13 @@ class Peer:
     def _poke(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    def pause(self) -> None:
+        """Stop reading from the connection (the transport's buffers then fill up)."""
+        self._resume = trio.Event()
+
+    def resume(self) -> None:
+        self._resume.set()
 
     def _lost(self) -> None:
         self.closed = True
@@ -147,6 +168,7 @@ class _WsPeer(Peer):
     async def reader(self) -> None:
         try:
             while True:
+                await self._resume.wait()
                 self._got(await self.ws.get_message())
         except trio_websocket.ConnectionClosed:
             pass
@@ -197,6 +219,7 @@ class _StdioPeer(Peer):
         buf = b""
         try:
             while True:
+                await self._resume.wait()
                 data = await self.proc.stdout.receive_some(1 << 20)
                 if not data:
                     break
