@@ -84,7 +84,8 @@ def child_env(marker: str, **extra: str) -> dict[str, str]:
 
 
 def marked_pids(marker: str | None = None) -> set[int]:
-    """Live processes whose environment carries the marker (any stress marker if None)."""
+    """Live processes whose environment carries the marker, or one made from it by
+    appending ``-suffix`` (any stress marker if None)."""
     want = f"{MARKER_VAR}={marker}".encode() if marker is not None else None
     prefix = f"{MARKER_VAR}=".encode()
     found: set[int] = set()
@@ -98,7 +99,11 @@ def marked_pids(marker: str | None = None) -> set[int]:
         except OSError:
             continue
         for entry in entries:
-            if (want is not None and entry == want) or (want is None and entry.startswith(prefix)):
+            if want is None:
+                hit = entry.startswith(prefix)
+            else:
+                hit = entry == want or entry.startswith(want + b"-")
+            if hit:
                 found.add(int(name))
                 break
     return found
