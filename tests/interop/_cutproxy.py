@@ -4,7 +4,8 @@ Real sockets on 127.0.0.1 both ways; the faults are the ones a flaky network mak
 ``cut()`` closes both sides of every live connection at once (a dropped link: the
 client and the server each see the TCP connection end), and ``freeze()`` stops
 forwarding without closing anything (a NAT timeout or a suspended laptop: no FIN, no
-RST, just silence) until ``thaw()``.
+RST, just silence) until ``thaw()``. ``hold()`` is an outage: cut, and every new
+connection is hung up on, until ``release()``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class CutProxy:
         self._links: set[trio.CancelScope] = set()
         self._thawed = trio.Event()
         self._thawed.set()
+        self._refusing = False
         self.port = 0
         self.accepted = 0
         self.cuts = 0
@@ -43,6 +45,14 @@ class CutProxy:
         self.cuts += 1 if n else 0
         return n
 
+    def hold(self) -> None:
+        """Cut every connection, and hang up on new ones until ``release()``."""
+        self._refusing = True
+        self.cut()
+
+    def release(self) -> None:
+        self._refusing = False
+
     def freeze(self) -> None:
         self._thawed = trio.Event()
 
@@ -52,15 +62,21 @@ class CutProxy:
     async def _pump(
         self, src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope
     ) -> None:
-        while True:
-            data = await src.receive_some(65536)
-            await self._thawed.wait()
-            if not data:
-                scope.cancel()  # one side hung up: hang up the other
-                return
-            await dst.send_all(data)
+        try:
+            while True:
+                data = await src.receive_some(65536)
+                await self._thawed.wait()
+                if not data:
+                    break  # one side hung up: hang up the other
+                await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        scope.cancel()
 
     async def _handle(self, client: trio.SocketStream) -> None:
+        if self._refusing:
+            await client.aclose()
+            return
         self.accepted += 1
         scope = trio.CancelScope()
         self._links.add(scope)

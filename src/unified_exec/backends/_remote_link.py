@@ -15,6 +15,7 @@ A stdio link is not resumable: the child's exit is the loss.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -216,8 +217,16 @@ class Link:
                 await trio.sleep(min(delay, remaining))
                 delay = min(delay * 2, self.settings.backoff_max)
                 try:
-                    async with self._opener() as transport:
-                        next_reason = await self._serve(transport, resume=True)
+                    # The budget bounds connecting and the handshake (a frozen link
+                    # would otherwise hold an attempt for the whole connect timeout).
+                    with trio.CancelScope(deadline=deadline) as attempt:
+                        async with self._opener() as transport:
+                            next_reason = await self._serve(
+                                transport, resume=True, attempt=attempt
+                            )
+                    if attempt.cancelled_caught:
+                        why = "the last attempt timed out"
+                        continue
                 except TransportLostError as exc:
                     if _refused(exc):  # nobody listens: the server and its sessions are gone
                         self._finish(f"{reason} (could not resume: {exc})")
@@ -236,7 +245,9 @@ class Link:
                 reason = next_reason  # resumed, and lost again: a fresh budget
                 break
 
-    async def _serve(self, transport: Transport, *, resume: bool) -> str:
+    async def _serve(
+        self, transport: Transport, *, resume: bool, attempt: trio.CancelScope | None = None
+    ) -> str:
         """Run one link until it is lost; return why. Handshake errors propagate."""
         client = RpcClient(
             transport,
@@ -252,6 +263,8 @@ class Link:
             except BaseException:
                 nursery.cancel_scope.cancel()
                 raise
+            if attempt is not None:
+                attempt.deadline = math.inf  # connected: the budget is spent no more
             self.client = client
             self._poke()
             if resume:
