@@ -65,7 +65,10 @@ class SocketConnection:
 
 @asynccontextmanager
 async def connect(
-    server: ExecServer, kind: Literal["stdio", "websocket"] = "websocket"
+    server: ExecServer,
+    kind: Literal["stdio", "websocket"] = "websocket",
+    *,
+    conn_class: type[SocketConnection] | None = None,
 ) -> AsyncIterator[Raw]:
     """One raw client connection to ``server``; leaving the block hangs up."""
     a, b = socket.socketpair()
@@ -95,7 +98,7 @@ async def connect(
 
     async def serve() -> None:
         async with theirs:
-            await server.serve_connection(SocketConnection(theirs, kind))
+            await server.serve_connection((conn_class or SocketConnection)(theirs, kind))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve)
