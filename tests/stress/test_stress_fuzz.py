@@ -277,3 +277,33 @@ def test_fuzz_websocket() -> None:
             figures["crashes"] = len(crashes)
             figures["problems"] = crashes[:10]
             record("fuzz_websocket", **figures)
+
+
+async def test_frames_over_the_message_cap(tmp_path: Path) -> None:
+    """One frame just over the message cap, on each transport: it may cost that frame
+    (stdio: an id -1 error, then the next line is served) or that connection (ws:
+    close 1009), never the server."""
+    from unified_exec._protocol._limits import DEFAULT_LIMITS
+
+    cap = DEFAULT_LIMITS.max_message_bytes
+    big = b'{"id":1,"method":"environment/info","params":"' + b"A" * cap + b'"}'
+    with trio.fail_after(180):
+        async with stdio_peer(str(tmp_path / "stderr.log")) as peer:
+            assert (await peer.handshake()) is not None
+            assert await peer.send(big)
+            sentinel = await peer.call("sentinel", "stress/sentinel", timeout=60)
+            assert sentinel is not None, "the stdio server stopped serving after one big line"
+            assert any(m.get("id") == -1 for m in peer.received), "no parse error for the line"
+        assert peer.proc.returncode == 0
+        with ws_server() as server:
+            async with ws_peer(server.url, server.headers) as peer:
+                assert (await peer.handshake()) is not None
+                await peer.send(big)
+                await peer.call("sentinel", "stress/sentinel", timeout=60)
+            async with ws_peer(server.url, server.headers) as fresh:
+                assert (await fresh.handshake()) is not None
+                info = await fresh.call(2, "environment/info")
+                assert info is not None and "result" in info, info
+            assert server.alive()
+            assert not server.tracebacks(), server.tracebacks()
+    record("over_cap_frames", cap_bytes=cap, frame_bytes=len(big), server_survived=True)
