@@ -1,16 +1,21 @@
-"""ExecRequest: what to run, validated before anything is spawned or sent."""
+"""ExecRequest: what to run, validated before anything is spawned or sent.
+
+A request is a value: frozen, hashable, and nothing reachable from it can change
+(its env is a FrozenEnv, not the caller's dict), so a backend or a retry loop can
+keep one, compare two, or use one as a key without copying it defensively.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from ._errors import InvalidRequestError
 
-__all__ = ["ExecRequest"]
+__all__ = ["ExecRequest", "FrozenEnv"]
 
 _MAX_TTY_DIM = 0xFFFF
 
@@ -54,9 +59,52 @@ def _to_cwd(value: Any) -> str | None:
     return cwd
 
 
-def _to_env(value: Any) -> Mapping[str, str] | None:
+class FrozenEnv(Mapping[str, str]):
+    """A read-only, hashable str -> str mapping (an ExecRequest's environment).
+
+    Compares equal to any mapping with the same items (``req.env == {"A": "1"}``);
+    ``dict(env)`` gives a mutable copy.
+    """
+
+    __slots__ = ("_hash", "_items")
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items: dict[str, str] = dict(items) if items is not None else {}
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenEnv):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return self._items == dict(other.items())
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._items.items()))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"FrozenEnv({self._items!r})"
+
+    def __reduce__(self) -> tuple[type[FrozenEnv], tuple[dict[str, str]]]:
+        return (FrozenEnv, (dict(self._items),))
+
+
+def _to_env(value: Any) -> FrozenEnv | None:
     if value is None:
         return None
+    if isinstance(value, FrozenEnv):
+        return value  # already checked, and immutable
     if not isinstance(value, Mapping):
         raise InvalidRequestError(
             f"env must be a mapping of str to str, not {type(value).__name__}"
@@ -70,7 +118,7 @@ def _to_env(value: Any) -> Mapping[str, str] | None:
         _no_nul("env", key)
         _no_nul("env", val)
         env[key] = val
-    return env
+    return FrozenEnv(env)
 
 
 def _to_size(value: Any) -> tuple[int, int]:
@@ -112,11 +160,13 @@ class ExecRequest:
     child's *entire* environment, as with the exec-server. ``pipe_stdin`` only
     matters without a tty: it keeps stdin writable instead of ``/dev/null``.
     ``arg0`` is the ``argv[0]`` the child sees; ``argv[0]`` is still what is run.
+    Requests are hashable and truly immutable: ``env`` is a read-only FrozenEnv.
     """
 
     argv: tuple[str, ...] = attrs.field(converter=_to_argv)
     cwd: str | None = attrs.field(default=None, converter=_to_cwd)
     env: Mapping[str, str] | None = attrs.field(default=None, converter=_to_env)
+    """A FrozenEnv (read-only) whatever mapping was given, or None."""
     tty: bool = attrs.field(default=False, validator=_check_bool)
     pipe_stdin: bool = attrs.field(default=False, validator=_check_bool)
     arg0: str | None = attrs.field(default=None, validator=_check_opt_str)
