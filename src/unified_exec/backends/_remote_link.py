@@ -221,9 +221,7 @@ class Link:
                     # would otherwise hold an attempt for the whole connect timeout).
                     with trio.CancelScope(deadline=deadline) as attempt:
                         async with self._opener() as transport:
-                            next_reason = await self._serve(
-                                transport, resume=True, attempt=attempt
-                            )
+                            next_reason = await self._serve(transport, resume=True, attempt=attempt)
                     if attempt.cancelled_caught:
                         why = "the last attempt timed out"
                         continue
