@@ -53,6 +53,9 @@ class _StdioConnection:
     (a deque: O(1) at the head), and is a checkpoint even when the frame was already
     buffered, so the work a frame started gets to run before the next frame is
     handed out, and other tasks are never starved by a burst (review defect 2).
+
+    With ``on_eof``, stdin's EOF sets that event instead of ending the connection:
+    the output side stays open while the server terminates the processes.
     """
 
     kind: Literal["stdio", "websocket"] = "stdio"
@@ -63,8 +66,10 @@ class _StdioConnection:
         receive: trio.abc.ReceiveStream,
         send: trio.abc.SendStream,
         max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes,
+        on_eof: trio.Event | None = None,
     ) -> None:
         self._receive = receive
+        self._on_eof = on_eof
         self._send = send
         self._decoder = NdjsonDecoder(max_message_bytes)
         self._ready: deque[bytes | MessageError] = deque()
@@ -81,6 +86,11 @@ class _StdioConnection:
         while not self._ready:
             data = await self._receive.receive_some(65536)
             if not data:
+                if self._on_eof is not None:
+                    # The owner shuts the server down first and only then drops this
+                    # connection, so the children's last notifications still go out.
+                    self._on_eof.set()
+                    await trio.sleep_forever()
                 return None
             self._ready.extend(self._decoder.feed(bytes(data)))
         return self._ready.popleft()
@@ -241,12 +251,12 @@ async def _serve_stdio(
     receive = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     send = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
     async with receive, send:
-        conn = _StdioConnection(receive, send, limits.max_message_bytes)
+        ended = trio.Event()
+        conn = _StdioConnection(receive, send, limits.max_message_bytes, on_eof=ended)
         async with trio.open_nursery() as outer:
             async with ExecServer(
                 backend, retain_closed=retain_closed, detach_timeout=detach_timeout, limits=limits
             ) as server:
-                ended = trio.Event()
 
                 async def run() -> None:
                     try:
