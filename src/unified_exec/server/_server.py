@@ -62,8 +62,8 @@ class ExecServer:
       attached takes it over (the old connection is closed) once that connection has
       been silent this long; a livelier one answers -32010 as before. A half-open link
       (no FIN, no RST) thus cannot lock its owner out. The session id is the secret.
-    - ``limits``: message size, JSON values, in-flight requests, process counts,
-      writeIds, default read budget (see ``Limits``).
+    - ``limits`` (None: ``DEFAULT_LIMITS``): message size, JSON values, in-flight
+      requests, process counts, writeIds, default read budget (see ``Limits``).
     """
 
     def __init__(
@@ -73,7 +73,7 @@ class ExecServer:
         retain_closed: float = 80.0,
         detach_timeout: float = 80.0,
         retention_bytes: int = DEFAULT_RETENTION_BYTES,
-        limits: Limits = DEFAULT_LIMITS,
+        limits: Limits | None = None,
         idle_timeout: float | None = None,
         takeover_after: float = 5.0,
     ) -> None:
@@ -83,7 +83,9 @@ class ExecServer:
         self.idle_timeout = check_duration("idle_timeout", idle_timeout, allow_none=True)
         self.takeover_after = _seconds("takeover_after", takeover_after)
         self.retention_bytes: int = check_size("retention_bytes", retention_bytes) or 0
-        if not isinstance(limits, Limits):
+        if limits is None:
+            limits = DEFAULT_LIMITS
+        elif not isinstance(limits, Limits):
             raise InvalidRequestError(f"limits must be a Limits, got {type(limits).__name__}")
         self.limits = limits
         self.store = SessionStore()
