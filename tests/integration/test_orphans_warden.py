@@ -1,0 +1,204 @@
+"""The warden itself: restarts, forks, pid reuse, and running without it (#33).
+
+See test_orphans.py for the main guarantee. Owners run as separate Python processes
+so that they can be SIGKILLed; children carry an environment marker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from unified_exec.backends import _warden_main
+from unified_exec.backends._warden import start_time
+
+from .test_orphans import marked, wait_for
+
+_BOUND = 15.0
+
+_PRELUDE = textwrap.dedent(
+    """
+    import os, sys, time, trio
+    import unified_exec as ue
+    from unified_exec.backends._warden import warden
+
+    mark = sys.argv[1]
+    env = dict(os.environ, UE_ORPHAN_MARK=mark)
+
+    def warden_pid():
+        inode = os.fstat(warden._fd).st_ino
+        for name in os.listdir("/proc"):
+            try:
+                if os.stat(f"/proc/{name}/fd/0").st_ino == inode and int(name) != os.getpid():
+                    return int(name)
+            except (OSError, ValueError):
+                continue
+
+    async def start(be, script):
+        return await ue.UnifiedExecProcess.start(be, ue.ExecRequest(["sh", "-c", script], env=env))
+    """
+)
+
+
+@pytest.fixture
+def mark() -> Iterator[str]:
+    value = uuid.uuid4().hex
+    yield value
+    for pid in marked(value):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _owner(script: str, mark: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PRELUDE + textwrap.dedent(script), mark],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("ready"), line + (proc.stderr.read() if proc.stderr else "")
+    return proc, line
+
+
+def _sigkill(owner: subprocess.Popen[str]) -> None:
+    owner.kill()
+    owner.wait(_BOUND)
+    for stream in (owner.stdout, owner.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def test_a_killed_warden_is_replaced_and_told_every_live_child(mark: str) -> None:
+    owner, _ = _owner(
+        """
+        async def main():
+            be = ue.LocalPtyBackend()
+            first = await start(be, "sleep 1000")
+            old = warden_pid()
+            os.kill(old, 9)
+            while os.path.exists(f"/proc/{old}/fd/0"):
+                await trio.sleep(0.01)
+            second = await start(be, "sleep 1000")  # finds the warden gone: a new one
+            assert warden_pid() not in (None, old)
+            print("ready", flush=True)
+            await trio.sleep(1000)
+        trio.run(main)
+        """,
+        mark,
+    )
+    assert wait_for(lambda: [_comm(p) for p in marked(mark)].count("sleep") == 2, _BOUND)
+    _sigkill(owner)
+    assert wait_for(lambda: not marked(mark), _BOUND), marked(mark)
+
+
+def test_a_forked_copy_of_the_owner_does_not_keep_the_warden_waiting(mark: str) -> None:
+    owner, line = _owner(
+        """
+        async def main():
+            be = ue.LocalPtyBackend()
+            child = await start(be, "sleep 1000")
+            pid = os.fork()
+            if pid == 0:  # the copy lives on after the owner dies
+                time.sleep(1000)
+                os._exit(0)
+            print("ready", pid, flush=True)
+            await trio.sleep(1000)
+        trio.run(main)
+        """,
+        mark,
+    )
+    copy = int(line.split()[1])
+    try:
+        assert wait_for(lambda: len(marked(mark)) >= 1, _BOUND)
+        _sigkill(owner)
+        assert os.path.exists(f"/proc/{copy}")
+        assert wait_for(lambda: [p for p in marked(mark) if _comm(p) == "sleep"] == [], _BOUND)
+    finally:
+        try:
+            os.kill(copy, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def test_without_a_warden_spawns_still_work_and_say_so_once(mark: str) -> None:
+    script = _PRELUDE + textwrap.dedent(
+        """
+        import logging
+        logging.basicConfig()
+        sys.executable = "/nonexistent/python"  # the warden cannot start
+        async def main():
+            be = ue.LocalPtyBackend()
+            for _ in range(2):
+                proc = await start(be, "echo hi")
+                print((await proc.wait()).exit_code, flush=True)
+        trio.run(main)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, mark],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "0"]
+    assert out.stderr.count("cannot start the unified_exec warden") == 1, out.stderr
+
+
+def test_the_warden_does_not_kill_a_reused_pid() -> None:
+    """The warden's own decision, driven directly: a registered pid that now belongs
+    to another process (its start time differs) is left alone."""
+    other = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    try:
+        assert wait_for(lambda: start_time(other.pid) > 0, _BOUND)
+        entry = _warden_main._Entry(set())
+        entry.pid, entry.start = other.pid, start_time(other.pid) - 1
+        assert other.pid not in _warden_main._victims({"1": entry}, os.getpid())
+        entry.start = start_time(other.pid)
+        assert other.pid in _warden_main._victims({"1": entry}, os.getpid())
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_the_warden_is_nobodys_child_and_outside_our_session() -> None:
+    """conftest's leak check sees every descendant; the warden must not be one."""
+    script = _PRELUDE + textwrap.dedent(
+        """
+        async def main():
+            be = ue.LocalPtyBackend()
+            await (await start(be, "true")).wait()
+            pid = warden_pid()
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            print(int(fields[1]) != os.getpid(), int(fields[3]) != os.getsid(0), flush=True)
+        trio.run(main)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, "x"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.stdout.split() == ["True", "True"], out.stderr
+    time.sleep(0)
