@@ -37,8 +37,7 @@ from .._request import ExecRequest
 from .._state import ProcessState
 from .._validate import check_duration, check_size
 from ..backends._base import ExecBackend
-from ..backends.local import LocalPtyBackend
-from ..backends.remote import REMOTE_DEFAULT_ENV
+from ._backend_facts import base_env, default_shell
 from ._calls import check_text, handle_tool_call
 from ._env import UNIFIED_EXEC_ENV, apply_unified_exec_env
 from ._output import EndReason, ExecCommandOutput
@@ -235,8 +234,8 @@ class UnifiedExecManager:
     def _terminate_soon(self, session: Session) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(self._terminate, session)
-        else:  # closing: nothing may run after the nursery; the GC path reaps it
-            log.debug("session %s dropped while the manager closes", session.id)
+        else:  # closing: terminate_all() already holds every stored session
+            log.debug("session %s left to the closing manager", session.id)
 
     @property
     def session_ids(self) -> list[int]:
@@ -273,26 +272,10 @@ class UnifiedExecManager:
     # -- the two tools ------------------------------------------------------------------
 
     def _base_env(self) -> dict[str, str]:
-        if self._env is not None:
-            return dict(self._env)
-        if isinstance(self.backend, LocalPtyBackend):
-            return dict(os.environ)
-        env = dict(REMOTE_DEFAULT_ENV)
-        home = getattr(self.backend, "environment_info", {}).get("userHomeDir", "")
-        if isinstance(home, str) and home.startswith("file://"):
-            env["HOME"] = home[len("file://") :]
-        return env
+        return dict(self._env) if self._env is not None else base_env(self.backend)
 
     def _shell(self, shell: str | None) -> str:
-        if shell:
-            return shell
-        if self._default_shell:
-            return self._default_shell
-        if isinstance(self.backend, LocalPtyBackend):
-            return os.environ.get("SHELL") or "/bin/bash"
-        info = getattr(self.backend, "environment_info", {}).get("shell", {})
-        path = info.get("path") if isinstance(info, dict) else None
-        return path if isinstance(path, str) and path else "/bin/bash"
+        return shell or self._default_shell or default_shell(self.backend)
 
     def command_argv(
         self, cmd: str, *, shell: str | None = None, login: bool | None = None
@@ -347,7 +330,6 @@ class UnifiedExecManager:
         self._open_nursery()  # refuse before anything is spawned
         if not isinstance(cmd, str) or not cmd.strip():
             raise InvalidRequestError("missing command line for unified exec request")
-        check_text("cmd", cmd)
         check_duration("quiet_ms", quiet_ms, allow_none=True)
         start = trio.current_time()
         tokens = self._max_tokens(max_output_tokens)
