@@ -32,6 +32,7 @@ import trio
 
 from ._errors import InvalidRequestError
 from ._frontdoor import BackendFactory, open_backend_and_manager
+from ._state import ProcessState
 from .backends.local import LocalPtyBackend
 from .tools._manager import UnifiedExecManager
 from .tools._output import ExecCommandOutput
@@ -194,8 +195,10 @@ class Manager:
     def tool_specs(self) -> list[dict[str, Any]]:
         return self._mgr().tool_specs()
 
-    def terminate_all(self) -> None:
-        self._call(self._mgr().terminate_all)
+    def terminate_all(self) -> dict[int, ProcessState]:
+        """Kill every session; each one's state afterwards (never raises for one)."""
+        states: dict[int, ProcessState] = self._call(self._mgr().terminate_all)
+        return states
 
     @property
     def session_ids(self) -> list[int]:

@@ -152,6 +152,19 @@ async def test_the_body_exception_comes_out_as_itself_even_if_teardown_fails() -
         await backend.aclose()
 
 
+async def test_an_outer_cancel_ends_the_block_cleanly_and_terminates_sessions() -> None:
+    """The Cancelled a body receives leaves the manager as itself, so the scope that
+    cancelled catches it (an ExceptionGroup would escape it)."""
+    with trio.fail_after(30):
+        with trio.move_on_after(1.0) as scope:
+            async with open_manager(ue.LocalPtyBackend(), **OPTIONS) as mgr:
+                out = await mgr.exec_command("echo $$; exec sleep 30", yield_time_ms=300)
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        assert mgr.session_ids == []
+        await _wait_gone([_pid_of(out)])
+
+
 async def test_terminate_all_reports_each_session_state() -> None:
     with trio.fail_after(30):
         async with open_manager(ue.LocalPtyBackend(), **OPTIONS) as mgr:

@@ -167,3 +167,12 @@ def test_a_factory_error_reaches_the_constructor() -> None:
             break
         time.sleep(0.02)
     assert not left  # no loop thread was left behind
+
+
+def test_terminate_all_returns_each_sessions_state() -> None:
+    with sync.Manager(allow_login_shell=False) as mgr:
+        out = mgr.exec_command("trap 'exit 9' TERM; sleep 30 & wait", yield_time_ms=300)
+        assert out.session_id is not None
+        states = mgr.terminate_all()
+        assert mgr.session_ids == []
+    assert states[out.session_id].exit_code == 9
