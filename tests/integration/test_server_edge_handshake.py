@@ -34,6 +34,9 @@ async def _hang_up(url: str, kind: int) -> None:
         b"",  # nothing at all
         b"\x16\x03\x01\x00\xa5garbage-not-http\r\n\r\n",  # a TLS hello to a plain port
         b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
+        # Accepted, then an invalid websocket frame in the same packet: wsproto fails
+        # on it inside trio-websocket's reader task, while answering with a close.
+        UPGRADE + auth + b"\r\n" + b"\xff\xff\xff\xff garbage frame",
     ]
     request = requests[kind % len(requests)]
     if request:
