@@ -127,7 +127,9 @@ class ConnState:
             try:
                 await self.conn.send(text)
             except Exception as exc:
-                self.alive = False
+                # A connection that cannot send is over: stop reading it too, so its
+                # processes are detached (or, on stdio, ended) rather than run mute.
+                self.close()
                 raise Gone from exc
 
     def _oversized(self, message: rpc.Message, size: int) -> str:
