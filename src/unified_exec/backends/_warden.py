@@ -17,6 +17,7 @@ of the trio run) is still covered by the supervisor.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import logging
 import os
@@ -29,6 +30,7 @@ __all__ = ["Warden", "warden"]
 
 log = logging.getLogger("unified_exec.local")
 
+_PIPE_BYTES = 1024 * 1024
 _SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_warden_main.py")
 
 
@@ -41,6 +43,13 @@ def start_time(pid: int) -> int:
         return 0
     fields = stat[stat.rfind(b")") + 2 :].split()
     return int(fields[19]) if len(fields) > 19 else 0
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # someone else's waitpid(-1) got it
+        pass
 
 
 class Warden:
@@ -72,7 +81,9 @@ class Warden:
         return key
 
     def after_spawn(self, key: int, pid: int) -> None:
-        self._record(key, f"P {key} {pid} {start_time(pid)}\n")
+        # The warden reads the pid's start time itself (off our thread): the zombie
+        # is ours until we reap it, and unregister right after.
+        self._record(key, f"P {key} {pid}\n")
 
     def forget(self, key: int) -> None:
         with self._lock:
@@ -112,6 +123,11 @@ class Warden:
             raise OSError(0, f"no interpreter or no {_SCRIPT}")
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
+            # Room for thousands of registrations: the warden reads in batches.
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        except OSError:
+            pass
+        try:
             devnull = OpenPath(os.devnull, os.O_RDWR)
             pid = spawn(
                 sys.executable,
@@ -126,8 +142,12 @@ class Warden:
         finally:
             os.close(read_end)
         # The warden forks at once and its parent exits: reap that parent, so the
-        # warden is nobody's child and never shows up as ours.
-        os.waitpid(pid, 0)
+        # warden is nobody's child and never shows up as ours. In a thread: the
+        # interpreter takes a while to start, and nobody needs to wait for it
+        # (registrations wait in the pipe).
+        threading.Thread(
+            target=_reap, args=(pid,), name="unified_exec warden reaper", daemon=True
+        ).start()
         return write_end
 
     def _send(self, data: bytes, *, replay: bool = False) -> None:

@@ -6,7 +6,7 @@ fd 0 is the read end of a pipe whose only writer is the owner. The owner sends
 one line per event (each far below PIPE_BUF, so writes never interleave):
 
     L <id> <link>...            before a spawn: the child's output pipes / pty
-    P <id> <pid> <starttime>    after the spawn: the session leader
+    P <id> <pid>                after the spawn: the session leader
     U <id>                      after the owner reaped it and closed its side
 
 EOF means the owner is gone, however it died (SIGKILL included, where nothing of
@@ -25,6 +25,9 @@ import time
 
 _ROUNDS = 20
 _ROUND_PAUSE = 0.05
+# Read at most this often: registrations wait in the pipe meanwhile, so a burst of
+# spawns costs the owner no wake-up of ours per write (and EOF is seen that late).
+_BATCH_PAUSE = 0.02
 
 
 class _Entry:
@@ -104,9 +107,14 @@ def _apply(line: str, entries: dict[str, _Entry]) -> None:
     parts = line.split()
     if len(parts) >= 2 and parts[0] == "L":
         entries[parts[1]] = _Entry(set(parts[2:]))
-    elif len(parts) == 4 and parts[0] == "P" and parts[1] in entries:
-        entries[parts[1]].pid = int(parts[2])
-        entries[parts[1]].start = int(parts[3])
+    elif len(parts) == 3 and parts[0] == "P" and parts[1] in entries:
+        # Its start time, read now, tells it from a later process with its pid. The
+        # owner holds the zombie until after its last kill and unregisters it right
+        # after the reap, so the pid is still the child's, or the U line follows.
+        st = _stat(parts[2])
+        if st is not None:
+            entries[parts[1]].pid = int(parts[2])
+            entries[parts[1]].start = st[3]
     elif len(parts) == 2 and parts[0] == "U":
         entries.pop(parts[1], None)
 
@@ -134,6 +142,7 @@ def main() -> None:
                 _apply(line.decode("ascii", "replace"), entries)
             except ValueError:
                 continue
+        time.sleep(_BATCH_PAUSE)
     _kill_everything(entries)
 
 
