@@ -118,6 +118,8 @@ class WsServerConnection:
                     await self._ws.ping()
                 except ConnectionClosed:
                     return  # receive() sees it too
+                except ValueError:
+                    continue  # a random payload collided with one in flight: ping again
                 self.last_heard = trio.current_time()
                 continue
             if trio.current_time() - self.last_heard < timeout:
@@ -196,13 +198,28 @@ async def _open(
         head = await read_request(stream)
     except BadRequest as exc:
         await respond(stream, 400, f"bad request: {exc}\n".encode())
+        await _linger(stream)
         return None
-    if head is None or not await _refuse_or_pass(stream, head, policy):
+    if head is None:
+        return None
+    if not await _refuse_or_pass(stream, head, policy):
+        await _linger(stream)
         return None
     request = await wrap_server_stream(
         nursery, PrefixedStream(stream, head.raw), max_message_size=policy.max_message_bytes
     )
     return await request.accept()
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close and drain briefly, so an unread request body cannot turn our close
+    into an RST that destroys the answer before the peer has read it."""
+    if isinstance(stream, trio.SocketStream):
+        await stream.send_eof()
+    with trio.move_on_after(0.5):
+        received = 0
+        while received < 65536 and (data := await stream.receive_some(16384)):
+            received += len(data)
 
 
 Serve = Callable[[WsServerConnection], Awaitable[None]]
