@@ -30,7 +30,7 @@ from ._events import (
 from ._log import EventLog
 from ._request import ExecRequest
 from ._state import ProcessState
-from .backends._base import ExecBackend, ProcessHandle
+from .backends._base import Capability, ExecBackend, ProcessHandle, capabilities_of
 
 __all__ = ["DEFAULT_RETENTION_BYTES", "ReadResult", "UnifiedExecProcess", "open_process"]
 
@@ -44,7 +44,8 @@ _TERMINATE_BOUND = 30.0
 class ReadResult:
     """Output after a cursor, and where things stand.
 
-    ``next_seq - 1`` is the cursor for the next read. ``evicted`` lists the output
+    ``cursor`` is what to pass as ``after_seq`` to the next read (or to
+    ``events()``): it is ``next_seq - 1``, spelled out. ``evicted`` lists the output
     seqs after your cursor that retention dropped before you read them (empty if
     none; a range, or an ``EvictedSeqs`` when the exit event sits among them): a
     gap is always reported, never skipped in silence. ``closed`` means no event
@@ -56,6 +57,11 @@ class ReadResult:
     state: ProcessState
     closed: bool
     evicted: Sequence[int] = range(0)
+
+    @property
+    def cursor(self) -> int:
+        """The ``after_seq`` for the next read: nothing repeated, nothing skipped."""
+        return self.next_seq - 1
 
 
 class _Shared:
@@ -216,14 +222,13 @@ class UnifiedExecProcess:
     async def close_stdin(self) -> None:
         """Send EOF to a ``pipe_stdin`` process (later writes answer STDIN_CLOSED).
 
-        An optional capability: a handle without ``close_stdin`` (or a tty process)
-        raises InvalidRequestError.
+        An optional capability (``Capability.CLOSE_STDIN``): a handle without it (or
+        a tty process) raises InvalidRequestError.
         """
-        close = getattr(self._handle, "close_stdin", None)
-        if close is None:
+        if Capability.CLOSE_STDIN not in capabilities_of(self._handle):
             raise InvalidRequestError("this backend cannot close a process's stdin")
         if not self.closed:
-            await close()
+            await self._handle.close_stdin()  # type: ignore[attr-defined]
 
     async def interrupt(self) -> None:
         """SIGINT to the process group."""
@@ -342,7 +347,10 @@ class EventStream:
         # A strong reference: iterating must keep the process alive (dropping the
         # last reference to a process terminates it).
         self._owner = owner
-        self._trio_token = trio.lowlevel.current_trio_token()
+        try:
+            self._trio_token: trio.lowlevel.TrioToken | None = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # made outside a run: it can only be iterated in one later
+            self._trio_token = None
         self._shared = shared
         self._cursor = after_seq
         self._token: int | None = None
@@ -391,7 +399,7 @@ class EventStream:
 
     def __del__(self) -> None:
         # Maybe on another thread: release the cursor from the trio thread.
-        if getattr(self, "_token", None) is not None:
+        if getattr(self, "_token", None) is not None and self._trio_token is not None:
             try:
                 self._trio_token.run_sync_soon(self._finish)
             except Exception:  # the run is over: nothing is waiting on the cursor

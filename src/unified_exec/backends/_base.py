@@ -3,13 +3,37 @@ them structurally and never imports our implementation classes."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from .._events import ProcessEvent, WriteStatus
 from .._request import ExecRequest
 
-__all__ = ["ExecBackend", "ProcessHandle"]
+__all__ = ["Capability", "ExecBackend", "ProcessHandle", "capabilities_of"]
+
+
+class Capability(enum.Enum):
+    """Optional ProcessHandle methods, declared rather than guessed.
+
+    A handle lists the ones it implements in a ``capabilities`` attribute (a
+    frozenset). ``interrupt`` and ``resize`` are required and always callable
+    (``resize`` may refuse a process without a terminal).
+    """
+
+    CLOSE_STDIN = "closeStdin"  # async close_stdin(): EOF on a pipe stdin
+
+
+def capabilities_of(handle: object) -> frozenset[Capability]:
+    """What ``handle`` declares; for a handle written before declarations existed,
+    what its methods show (so third-party backends keep working)."""
+    declared = getattr(handle, "capabilities", None)
+    if isinstance(declared, frozenset | set):
+        return frozenset(c for c in declared if isinstance(c, Capability))
+    found = set()
+    if callable(getattr(handle, "close_stdin", None)):
+        found.add(Capability.CLOSE_STDIN)
+    return frozenset(found)
 
 
 @runtime_checkable

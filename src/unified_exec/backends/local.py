@@ -26,6 +26,7 @@ from .._events import ProcessEvent, WriteStatus
 from .._request import ExecRequest, check_tty_size
 from .._validate import check_duration, check_size
 from . import _procfs
+from ._base import Capability
 from ._fds import ChildFds, set_winsize
 from ._queue import EventQueue
 from ._reader import OutputReader
@@ -69,6 +70,8 @@ def _launch_error(exc: OSError, path: str, cwd: str | None) -> LaunchError:
 
 class _LocalProcess:
     """The ProcessHandle of a local child."""
+
+    capabilities = frozenset({Capability.CLOSE_STDIN})
 
     def __init__(
         self,
