@@ -29,7 +29,7 @@ PROCESS_METHODS = [
     "process/closeStdin",
 ]
 METHODS = [*PROCESS_METHODS, "initialize", "environment/info", "environment/status"]
-PIDS = ["p0", "p1", "p2", "", "é/ü x", "\ud800", "p" * 300]
+PIDS = ["t0", "t1", "t2", "p0", "p1", "p2", "", "é/ü x", "\ud800", "p" * 300]
 ARGVS = [
     ["sleep", "1000"],
     ["cat"],
@@ -65,14 +65,14 @@ def targets(marker: str) -> list[dict[str, Any]]:
     env = {"PATH": CHILD_PATH, MARKER_VAR: marker}
     common = {"cwd": "file:///tmp", "env": env}
     return [
-        {"processId": "p0", "argv": ["sleep", "1000"], "tty": True, **common},
+        {"processId": "t0", "argv": ["sleep", "1000"], "tty": True, **common},
         {
-            "processId": "p1",
+            "processId": "t1",
             "argv": ["sh", "-c", "sleep 1000 & sleep 1000"],
             "tty": False,
             **common,
         },
-        {"processId": "p2", "argv": ["cat"], "tty": False, "pipeStdin": True, **common},
+        {"processId": "t2", "argv": ["cat"], "tty": False, "pipeStdin": True, **common},
     ]
 
 
