@@ -34,6 +34,7 @@ log = logging.getLogger("unified_exec.remote")
 
 GAP_GRACE = 0.25  # how long a seq may be missing before we fetch it
 CLIENT_BUFFER_BYTES = 16 * 1024 * 1024  # per process, while its reader lags
+_READ_BYTES = 1024 * 1024  # per refetch read: what codex retains in all
 _STATUS = {s.value: s for s in WriteStatus}
 
 
@@ -184,21 +185,30 @@ class RemoteProcess:
         returned: set[int] = set()
         while not self._ended and not self._order.done:
             cursor = max(cursor, self._order.next_seq - 1)
-            params = m.ReadParams(
-                self._process_id, after_seq=cursor, max_bytes=self._link.limits.max_read_bytes
-            )
+            budget = min(self._link.limits.max_read_bytes, _READ_BYTES)
+            params = m.ReadParams(self._process_id, after_seq=cursor, max_bytes=budget)
             read = m.structure(
                 await self._link.call(m.PROCESS_READ, params, retry=True), m.ReadResult
             )
             if not read.chunks:
                 self._settle(read, returned)
                 return
+            first = read.chunks[0].seq
+            if first > self._order.next_seq and (self._order.exit_known or not read.exited):
+                # A read starts at the oldest output retained: what is older is gone
+                # (the exit, if it could be in there, is settled by the final read).
+                log.warning(
+                    "seqs %d..%d of %s are gone", self._order.next_seq, first - 1, self._process_id
+                )
+                self._release(self._order.skip_to(first))
             for chunk in read.chunks:
                 returned.add(chunk.seq)
                 self._release(self._order.push(OutputEvent(chunk.seq, chunk.stream, chunk.chunk)))
             cursor = max(cursor, read.chunks[-1].seq, read.next_seq - 1)
             if self._order.gap is None and self._order.held:
                 return  # pushed notifications cover the rest
+            if self._ready_bytes >= CLIENT_BUFFER_BYTES:
+                return  # the reader catches up first; what it misses meanwhile is refetched
 
     def _settle(self, read: m.ReadResult, returned: set[int]) -> None:
         if read.failure is not None:
@@ -218,7 +228,8 @@ class RemoteProcess:
         if closed_seq is not None:
             self._release(self._order.push(ClosedEvent(closed_seq)))
         if holes:
-            log.warning("seqs %s of %s are gone", holes, self._process_id)
+            log.warning("%d seqs of %s are gone (%d..%d)", len(holes), self._process_id,
+                        holes[0], holes[-1])  # fmt: skip
         while (gap := self._order.gap) is not None and gap[0] <= top:
             self._release(self._order.skip_to(gap[1] + 1))  # readers see a LostEvent
 
