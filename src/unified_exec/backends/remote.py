@@ -37,7 +37,7 @@ from .._uri import file_uri, uri_path
 from .._validate import check_duration
 from ._remote_link import Link, LinkSettings
 from ._remote_process import RemoteProcess
-from ._remote_transports import StdioTransport, open_websocket, parse_ws_url
+from ._remote_transports import StdioTransport, WsTransport, open_websocket, parse_ws_url
 from ._rpc import Transport
 
 __all__ = ["REMOTE_DEFAULT_ENV", "LinkSettings", "RemoteExecBackend"]
@@ -54,8 +54,10 @@ REMOTE_DEFAULT_ENV: Mapping[str, str] = {
 
 _DEFAULT_SIZE = (24, 80)  # what an exec-server's PTY starts with
 
-# Kept for code that imported it from here; the handle lives in _remote_process.
+# Kept for code (and tests) that reach them from here; they live in their own modules.
 _RemoteProcess = RemoteProcess
+_StdioTransport = StdioTransport
+_WsTransport = WsTransport
 
 
 class RemoteExecBackend:
