@@ -125,8 +125,7 @@ class ExecServer:
             except BaseException as exc:
                 raised = exc
             finally:
-                with trio.CancelScope(shield=True):
-                    await self._terminate_all(list(self.store.sessions.values()))
+                await self._terminate_all(list(self.store.sessions.values()))
                 nursery.cancel_scope.cancel()
         self._nursery = None
         if raised is not None:
@@ -343,7 +342,9 @@ class ExecServer:
             except Exception:
                 log.exception("terminating %s failed", proc.process_id)
 
-        with trio.move_on_after(_TERMINATE_BOUND):
+        # Shielded: the sessions leave the store first, so a cancelled terminate here
+        # would leave children that no later shutdown knows of.
+        with trio.CancelScope(shield=True), trio.move_on_after(_TERMINATE_BOUND):
             async with trio.open_nursery() as nursery:
                 for session in sessions:
                     self.store.sessions.pop(session.session_id, None)
