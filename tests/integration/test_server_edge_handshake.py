@@ -8,6 +8,7 @@ connection's error escaped; the CLI variant checks the process itself survives.
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 
@@ -110,4 +111,40 @@ async def test_silent_peer_is_dropped_after_the_handshake_timeout() -> None:
             stream = await trio.open_tcp_stream(host, port)
             async with stream:
                 assert await stream.receive_some(100) == b""  # the server hung up
+            assert await run_echo(url, token=TOKEN) == b"edge-ok\n"
+
+
+async def test_random_bytes_and_mangled_requests_never_end_the_server() -> None:
+    """200 peers sending random bytes, or a real upgrade with bytes flipped or cut."""
+    rng = random.Random(20261202)
+    valid = UPGRADE + f"Authorization: Bearer {TOKEN}\r\n".encode() + b"\r\n"
+    with trio.fail_after(120):
+        async with embedded(token=TOKEN, handshake_timeout=2) as url:
+            host, port = host_port(url)
+
+            async def peer(i: int) -> None:
+                if i % 3 == 0:
+                    blob = rng.randbytes(rng.randrange(1, 2000))
+                else:
+                    data = bytearray(valid)
+                    for _ in range(rng.randrange(1, 4)):
+                        data[rng.randrange(len(data))] = rng.randrange(256)
+                    blob = bytes(data[: rng.randrange(1, len(data) + 1)])
+                stream = await trio.open_tcp_stream(host, port)
+                try:
+                    await stream.send_all(blob)
+                    with trio.move_on_after(0.05 * (i % 4)):
+                        await stream.receive_some(4096)
+                except (trio.BrokenResourceError, OSError):
+                    pass
+                if i % 2:
+                    stream.socket.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                await stream.aclose()
+
+            for batch in range(4):
+                async with trio.open_nursery() as nursery:
+                    for i in range(50):
+                        nursery.start_soon(peer, batch * 50 + i)
             assert await run_echo(url, token=TOKEN) == b"edge-ok\n"
