@@ -8,7 +8,6 @@ to a process lets it be collected, and collection terminates it.
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from ._events import (
 from ._log import EventLog
 from ._request import ExecRequest
 from ._state import ProcessState
+from ._validate import check_duration, check_size
 from .backends._base import Capability, ExecBackend, ProcessHandle, capabilities_of
 
 __all__ = ["DEFAULT_RETENTION_BYTES", "ReadResult", "UnifiedExecProcess", "open_process"]
@@ -260,8 +260,7 @@ class UnifiedExecProcess:
             isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0
         ):
             raise InvalidRequestError(f"max_bytes must be None or an int >= 0, got {max_bytes!r}")
-        if not isinstance(wait, int | float) or math.isnan(wait) or wait < 0:
-            raise InvalidRequestError(f"wait must be a number of seconds >= 0, got {wait!r}")
+        wait = check_duration("wait", wait) or 0.0
         shared = self._shared
         if wait > 0 and not shared.log.has_news(after_seq):
             with trio.move_on_after(wait):
@@ -414,12 +413,7 @@ async def _terminate_quietly(handle: ProcessHandle) -> None:
 
 
 def _check_retention(retention_bytes: int) -> None:
-    if (
-        isinstance(retention_bytes, bool)
-        or not isinstance(retention_bytes, int)
-        or retention_bytes < 0
-    ):
-        raise InvalidRequestError(f"retention_bytes must be an int >= 0, got {retention_bytes!r}")
+    check_size("retention_bytes", retention_bytes)
 
 
 @asynccontextmanager
