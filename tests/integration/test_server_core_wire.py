@@ -324,3 +324,29 @@ async def test_terminate_answers_before_the_exit_arrives() -> None:
                 if m.get("id") == rid or m.get("method") in ("process/exited", "process/closed")
             ]
             assert kinds == ["answer", "process/exited", "process/closed"]
+
+
+async def test_read_results_are_capped_in_chunks_and_always_fit_a_message() -> None:
+    """codex #33013: at most max_read_chunks chunks per read; and the byte budget never
+    exceeds a quarter of a message, whatever max_read_bytes says."""
+    limits = Limits(max_read_chunks=3, max_message_bytes=1 << 20, max_read_bytes=8 << 20)
+    assert limits.read_budget == 256 * 1024
+    script = "for i in $(seq 10); do echo line$i; sleep 0.02; done; head -c 3000000 /dev/zero"
+    with trio.fail_after(20):
+        async with served(limits=limits, retention_bytes=8 << 20) as server, connect(server) as raw:
+            await raw.handshake()
+            await raw.call("process/start", start_params("c", ["sh", "-c", script]))
+            await raw.wait_note("c", "process/closed")
+            read = await raw.call("process/read", {"processId": "c", "afterSeq": 0})
+            assert len(read["chunks"]) == 3
+            assert read["nextSeq"] == read["chunks"][-1]["seq"] + 1
+            after, total = 0, 0
+            while True:
+                reply = await raw.request("process/read", {"processId": "c", "afterSeq": after})
+                assert "result" in reply, reply  # never "exceeds the message limit"
+                chunks = reply["result"]["chunks"]
+                if not chunks:
+                    break
+                total += sum(len(base64.b64decode(c["chunk"])) for c in chunks)
+                after = reply["result"]["nextSeq"] - 1
+            assert total == 3_000_000 + sum(len(f"line{i}\n") for i in range(1, 11))

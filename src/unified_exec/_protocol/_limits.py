@@ -51,5 +51,14 @@ class Limits:
     max_write_ids: int = attrs.field(default=4096, validator=_positive)
     max_write_id_bytes: int = attrs.field(default=256, validator=_positive)
 
+    @property
+    def read_budget(self) -> int:
+        """The `maxBytes` a server really applies: `max_read_bytes`, but never more than a
+        quarter of a message. A read may cross its budget by one chunk (it always returns
+        at least one), and base64 takes 4/3: with chunks no bigger than the budget the
+        result still fits. (`max_message_bytes` must allow a backend's largest output
+        chunk in any case, 256 KiB for LocalPtyBackend, or that chunk cannot be sent.)"""
+        return min(self.max_read_bytes, self.max_message_bytes // 4)
+
 
 DEFAULT_LIMITS = Limits()

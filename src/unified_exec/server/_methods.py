@@ -213,7 +213,7 @@ class Methods:
         wait = min(p.wait_ms or 0, MAX_WAIT_MS) / 1000
         if proc.closed and after >= proc.last_seq:
             wait = 0  # nothing will ever follow: answer at once (defect 6), as codex
-        budget = self.limits.max_read_bytes
+        budget = self.limits.read_budget
         max_bytes = budget if p.max_bytes is None else min(p.max_bytes, budget)
         res = await proc.read(after_seq=after, max_bytes=max_bytes, wait=wait)
         chunks = res.chunks
