@@ -115,15 +115,22 @@ class Session:
         """Wait until the process closes, the deadline, or (opt-in) quiet output.
 
         Quiet means: output arrived since ``seen_before`` and then none for quiet_ms.
+        After the exit, output that is still arriving (an exec-server may announce
+        the exit before the last output reaches us) is waited for; a straggler that
+        holds the output open but writes nothing ends the wait 50 ms after the exit,
+        as in Codex.
         """
         exit_deadline: float | None = None
+        exit_seen_at: float | None = None
         while True:
             now = trio.current_time()
             if self.fed_all:  # closed, and its last output is in the buffer
                 return "exit"
-            if self.proc.state.has_exited and exit_deadline is None:
-                # Exited, output not yet closed (a straggler holds it): a short grace.
-                exit_deadline = min(deadline, now + POST_EXIT_CLOSE_WAIT_CAP)
+            if self.proc.state.has_exited:
+                if exit_seen_at is None:
+                    exit_seen_at = now
+                quiet_since = max(exit_seen_at, self.last_output_at)
+                exit_deadline = min(deadline, quiet_since + POST_EXIT_CLOSE_WAIT_CAP)
             wake = deadline if exit_deadline is None else exit_deadline
             if quiet_ms is not None and self.output_seen > seen_before:
                 quiet_at = self.last_output_at + quiet_ms / 1000
