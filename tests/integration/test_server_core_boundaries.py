@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -186,3 +188,50 @@ async def test_lone_surrogate_echoed_in_an_error_keeps_a_stdio_server() -> None:
                 proc.wait()
             proc.stdout.close()  # type: ignore[union-attr]
             proc.stderr.close()  # type: ignore[union-attr]
+
+
+def _child_servers() -> set[int]:
+    """Our direct children that run `unified_exec serve` (the relay's upstream)."""
+    found = set()
+    me = str(os.getpid())
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        ppid = stat[stat.rfind(b")") + 2 :].split()[1].decode()
+        if ppid == me and b"unified_exec\0serve" in cmd:
+            found.add(int(name))
+    return found
+
+
+async def test_a_relay_whose_upstream_stalls_during_terminate_survives() -> None:
+    """r10 with real parts: our server relays to an upstream exec-server (stdio) that
+    is SIGSTOPped while the relay terminates a process; the upstream's terminate times
+    out (ExecTimeoutError) inside the relay, and the relay serves on."""
+    with trio.fail_after(40):
+        before = _child_servers()
+        async with ue.RemoteExecBackend.connect_stdio(SERVE_STDIO, request_timeout=1.0) as up:
+            (upstream,) = _child_servers() - before
+            async with served(up) as relay, connect(relay) as raw:
+                await raw.handshake()
+                await raw.call("process/start", start_params("victim", ["sleep", "30"]))
+                await raw.call("process/start", start_params("bystander", ["sleep", "30"]))
+                os.kill(upstream, signal.SIGSTOP)
+                try:
+                    assert await raw.call("process/terminate", {"processId": "victim"}) == {
+                        "running": True
+                    }
+                    await trio.sleep(1.5)  # the relay's terminate times out meanwhile
+                finally:
+                    os.kill(upstream, signal.SIGCONT)
+                assert await raw.call("environment/status") == {"status": "ready"}
+                read = await raw.call("process/read", {"processId": "bystander"})
+                assert read["closed"] is False and read["failure"] is None
+                await raw.call("process/terminate", {"processId": "bystander"})
+                await raw.wait_note("bystander", "process/closed")
