@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from unified_exec.backends import _warden_main
 from unified_exec.backends._warden import start_time
@@ -22,6 +24,7 @@ from unified_exec.backends._warden import start_time
 from .test_orphans import marked, wait_for
 
 _BOUND = 15.0
+LINKS = ["pipe:[1]", "pipe:[2]", "/dev/pts/7"]
 
 _PRELUDE = textwrap.dedent(
     """
@@ -204,3 +207,43 @@ def test_the_warden_is_nobodys_child_and_outside_our_session() -> None:
         [sys.executable, "-c", script, "x"], capture_output=True, text=True, timeout=60, check=False
     )
     assert out.stdout.split() == ["True", "True"], out.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("L"), st.integers(1, 5), st.lists(st.sampled_from(LINKS))),
+            st.tuples(st.just("P"), st.integers(1, 5), st.just([])),
+            st.tuples(st.just("U"), st.integers(1, 5), st.just([])),
+            st.tuples(st.just("junk"), st.integers(0, 5), st.just([])),
+        ),
+        max_size=30,
+    ),
+    st.binary(max_size=40),
+)
+def test_the_warden_line_protocol_matches_a_model(
+    ops: list[tuple[str, int, list[str]]], garbage: bytes
+) -> None:
+    """Registrations in any order, and garbage, leave exactly what a dict model says."""
+    entries: dict[str, _warden_main._Entry] = {}
+    model: dict[str, set[str]] = {}
+    me = str(os.getpid())
+    for op, key, links in ops:
+        if op == "L":
+            line = f"L {key} {' '.join(links)}"
+            model[str(key)] = set(links)
+        elif op == "P":
+            line = f"P {key} {me}"
+        elif op == "U":
+            line = f"U {key}"
+            model.pop(str(key), None)
+        else:
+            line = "?" + garbage.decode("ascii", "replace")  # no opcode starts with ?
+        try:
+            _warden_main._apply(line, entries)
+        except ValueError:
+            assert op == "junk"
+    assert {k: e.links for k, e in entries.items()} == model
+    for entry in entries.values():
+        assert entry.pid in (0, os.getpid())
