@@ -350,3 +350,23 @@ async def test_read_results_are_capped_in_chunks_and_always_fit_a_message() -> N
                 total += sum(len(base64.b64decode(c["chunk"])) for c in chunks)
                 after = reply["result"]["nextSeq"] - 1
             assert total == 3_000_000 + sum(len(f"line{i}\n") for i in range(1, 11))
+
+
+async def test_a_message_too_big_for_the_peer_is_never_sent() -> None:
+    """Frames are checked where they are built: a response that would not fit becomes a
+    -32603 error, a notification that would not fit is dropped (the client sees the seq
+    gap), and the connection goes on — it used to be closed with 1009 by the peer."""
+    limits = Limits(max_message_bytes=4096)
+    script = "head -c 3500 /dev/zero | tr '\\0' y; sleep 0.2; echo small"
+    with trio.fail_after(20):
+        async with served(limits=limits) as server, connect(server) as raw:
+            await raw.handshake()
+            await raw.call("process/start", start_params("big", ["sh", "-c", script]))
+            await raw.wait_note("big", "process/closed")
+            seqs = [m["params"]["seq"] for m in raw.notes("big")]
+            assert 1 not in seqs and seqs[0] == 2  # the 3500-byte chunk was not pushed
+            assert raw.output("big") == b"small\n"
+            reply = await raw.request("process/read", {"processId": "big", "afterSeq": 0})
+            assert reply["error"]["code"] == -32603
+            assert "exceeds the 4096-byte message limit" in reply["error"]["message"]
+            assert await raw.call("environment/status") == {"status": "ready"}
