@@ -95,7 +95,7 @@ class EvictedSeqs(Sequence[int]):
 class LogSlice:
     chunks: tuple[OutputEvent, ...]
     next_seq: int
-    evicted: Sequence[int]
+    evicted: range | EvictedSeqs
 
 
 @attrs.define
@@ -249,7 +249,7 @@ class EventLog:
             truncated = False
         chunks = tuple(self._out[start:end])
         next_seq = chunks[-1].seq + 1 if truncated else self.last_seq + 1
-        evicted: Sequence[int] = range(0)
+        evicted: range | EvictedSeqs = range(0)
         if after_seq < self.evicted_through:
             evicted = range(after_seq + 1, self.evicted_through + 1)
             if self.exited is not None and self.exited.seq in evicted:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Final
@@ -26,7 +26,7 @@ from ._events import (
     OutputEvent,
     WriteStatus,
 )
-from ._log import EventLog
+from ._log import EventLog, EvictedSeqs
 from ._request import ExecRequest
 from ._state import ProcessState
 from ._validate import check_duration, check_size
@@ -56,7 +56,7 @@ class ReadResult:
     next_seq: int
     state: ProcessState
     closed: bool
-    evicted: Sequence[int] = range(0)
+    evicted: range | EvictedSeqs = range(0)
 
     @property
     def cursor(self) -> int:
