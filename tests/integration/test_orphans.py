@@ -39,7 +39,7 @@ _OWNER = textwrap.dedent(
     async def main():
         mark = sys.argv[1]
         children = json.loads(sys.argv[2])
-        backend = ue.LocalPtyBackend()
+        backend = ue.LocalPtyBackend(warden=sys.argv[3] == "on")
         env = dict(os.environ, UE_ORPHAN_MARK=mark)
         procs = [
             await ue.UnifiedExecProcess.start(backend, ue.ExecRequest(argv, env=env, tty=tty))
@@ -92,9 +92,9 @@ def mark() -> Iterator[str]:
             pass
 
 
-def _start_owner(mark: str) -> subprocess.Popen[str]:
+def _start_owner(mark: str, warden: str = "on") -> subprocess.Popen[str]:
     owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER, mark, json.dumps(_CHILDREN)],
+        [sys.executable, "-c", _OWNER, mark, json.dumps(_CHILDREN), warden],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -118,6 +118,19 @@ def _kill_and_check(owner: subprocess.Popen[str], sig: int, mark: str) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_children_die_with_their_python_owner(mark: str, sig: int) -> None:
     _kill_and_check(_start_owner(mark), sig, mark)
+
+
+def test_without_the_warden_the_pipe_children_would_survive(mark: str) -> None:
+    """The control: what the tests above guard against really happens without it
+    (the tty session dies of its hangup; the pipe children do not)."""
+    owner = _start_owner(mark, warden="off")
+    assert wait_for(lambda: len(marked(mark)) >= _EXPECTED, _BOUND)
+    owner.kill()
+    owner.wait(_BOUND)
+    if owner.stdout is not None:
+        owner.stdout.close()
+    time.sleep(1.0)
+    assert len(marked(mark)) >= 5  # sh + 2 sleeps, and the setsid'd sh + sleep
 
 
 def test_children_of_a_sigkilled_stdio_server_die_with_it(mark: str) -> None:
