@@ -112,8 +112,13 @@ class GuestHost:
             del _HOSTS[self.loop]
         try:
             result.unwrap()
-        except BaseException:
-            log.exception("the trio guest run ended with an error")
+        except BaseException as exc:
+            if _has_keyboard_interrupt(exc):
+                # trio took the Ctrl-C (its handler delivers it to the run's main
+                # task); it has torn the run down, now the host must see it too.
+                self.loop.call_soon(_raise_keyboard_interrupt)
+            else:
+                log.exception("the trio guest run ended with an error")
         if not self._ready.done():
             self._ready.set_exception(InvalidRequestError("the trio guest run ended at start"))
         if not self._done.done():
@@ -169,6 +174,16 @@ class GuestHost:
                 if not call.result.cancelled():
                     call.result.exception()  # seen: nobody is left to take it
             raise
+
+
+def _has_keyboard_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(KeyboardInterrupt) is not None
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt  # asyncio lets it out of run_until_complete / run
 
 
 class _Call:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import pathlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -163,3 +165,39 @@ def test_a_factory_error_reaches_aenter() -> None:
             assert out.endswith("Output:\nok\n")
 
     run(main)
+
+
+@pytest.mark.parametrize("runner", ["asyncio.run", "run_until_complete"])
+def test_ctrl_c_reaches_the_host_and_the_sessions_die(runner: str, tmp_path: pathlib.Path) -> None:
+    """Without asyncio.run's own SIGINT handler, trio's handler takes the Ctrl-C
+    into the guest run; the run is torn down and the host must still get its
+    KeyboardInterrupt (it used to see an InvalidRequestError instead)."""
+    pidfile = tmp_path / "pid"
+    run_main = (
+        "asyncio.run(main())"
+        if runner == "asyncio.run"
+        else "asyncio.new_event_loop().run_until_complete(main())"
+    )
+    script = f"""
+import asyncio, os, signal, threading
+from unified_exec import aio
+
+async def main():
+    async with aio.Manager(allow_login_shell=False) as mgr:
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        await mgr.exec_command("echo $$ > {pidfile}; exec sleep 30", yield_time_ms=20_000)
+
+try:
+    {run_main}
+except BaseException as exc:
+    print("raised", type(exc).__name__)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "raised KeyboardInterrupt" in done.stdout, done.stdout + done.stderr
+    pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(pid)
