@@ -186,11 +186,13 @@ class Supervisor:
             except ChildProcessError:
                 pass
             self.reaped = True
+        if self._warden_key is not None:
+            # Before our fds close: a closed pty's name is soon another's, and the
+            # warden must never be left holding it.
+            warden.forget(self._warden_key)
+            self._warden_key = None
         self.reader.close()
         self.stdin.close()
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
-        if self._warden_key is not None:
-            warden.forget(self._warden_key)
-            self._warden_key = None

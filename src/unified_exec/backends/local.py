@@ -270,9 +270,9 @@ class LocalPtyBackend:
         try:
             pid = spawn(path, argv, env, cwd, fds.stdio)
         except BaseException as exc:
-            fds.close_parent_side()
             if key is not None:
                 _warden.forget(key)
+            fds.close_parent_side()
             if isinstance(exc, OSError):
                 raise _launch_error(exc, path, cwd) from None
             raise
@@ -285,9 +285,9 @@ class LocalPtyBackend:
         except BaseException:  # e.g. EMFILE on dup: do not leave an unsupervised child
             kill_group(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            fds.close_parent_side()
             if key is not None:
                 _warden.forget(key)
+            fds.close_parent_side()
             raise
         self._live.add(proc)
         trio.lowlevel.spawn_system_task(
