@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from . import _cases
 from ._common import (
+    LONG,
     await_no_survivors,
     describe,
     new_marker,
@@ -57,6 +58,7 @@ SETTINGS = settings(
     deadline=None,
     database=None,
     phases=[Phase.generate],  # no shrinking: a failing batch is printed whole instead
+    derandomize=not LONG,  # make test replays the same batches; make stress explores
     suppress_health_check=list(HealthCheck),
     print_blob=True,
 )
@@ -87,6 +89,7 @@ class Stats:
             "server_rss_mib_first": round(self.rss_mib[0], 1) if self.rss_mib else None,
             "server_rss_mib_last": round(self.rss_mib[-1], 1) if self.rss_mib else None,
             "server_rss_mib_peak": round(self.peak_rss_mib, 1),
+            "server_rss_mib_every_10_batches": [round(r, 1) for r in self.rss_mib[::10]],
             "seconds": round(self.seconds, 1),
             "crashes": 0,
         }

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from ._common import (
+    LONG,
     await_no_survivors,
     child_env,
     describe,
@@ -186,6 +187,7 @@ def test_fuzz_raw_tcp_openings() -> None:
             deadline=None,
             database=None,
             phases=[Phase.generate],
+            derandomize=not LONG,  # make test replays the same batches; make stress explores
             suppress_health_check=list(HealthCheck),
         )
         @given(data=st.data())
