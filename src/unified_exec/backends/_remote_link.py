@@ -216,21 +216,13 @@ class Link:
                     return
                 await trio.sleep(min(delay, remaining))
                 delay = min(delay * 2, self.settings.backoff_max)
+                next_reason: str | None = None
                 try:
                     # The budget bounds connecting and the handshake (a frozen link
                     # would otherwise hold an attempt for the whole connect timeout).
                     with trio.CancelScope(deadline=deadline) as attempt:
                         async with self._opener() as transport:
                             next_reason = await self._serve(transport, resume=True, attempt=attempt)
-                    if attempt.cancelled_caught:
-                        why = "the last attempt timed out"
-                        continue
-                except TransportLostError as exc:
-                    if _refused(exc):  # nobody listens: the server and its sessions are gone
-                        self._finish(f"{reason} (could not resume: {exc})")
-                        return
-                    why = str(exc)
-                    continue
                 except RpcError as exc:
                     if exc.code == _SESSION_ATTACHED:
                         why = exc.message
@@ -240,6 +232,17 @@ class Link:
                 except RemoteProtocolError as exc:
                     self._finish(f"{reason} (could not resume: {exc})")
                     return
+                except Exception as exc:  # TransportLostError, a timeout, a dying link's error
+                    if next_reason is None:
+                        if _refused(exc):  # nobody listens: the server and its sessions are gone
+                            self._finish(f"{reason} (could not resume: {exc})")
+                            return
+                        why = f"{type(exc).__name__}: {exc}"
+                        continue
+                    log.debug("closing a lost link raised %r", exc)
+                if next_reason is None:
+                    why = "the last attempt timed out"
+                    continue
                 reason = next_reason  # resumed, and lost again: a fresh budget
                 break
 

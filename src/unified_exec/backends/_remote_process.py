@@ -34,6 +34,7 @@ log = logging.getLogger("unified_exec.remote")
 
 GAP_GRACE = 0.25  # how long a seq may be missing before we fetch it
 CLIENT_BUFFER_BYTES = 16 * 1024 * 1024  # per process, while its reader lags
+MAX_HELD = 1024  # events held back behind a missing seq before output is dropped (refetched)
 _READ_BYTES = 1024 * 1024  # per refetch read: what codex retains in all
 _STATUS = {s.value: s for s in WriteStatus}
 
@@ -67,7 +68,11 @@ class RemoteProcess:
     def deliver(self, method: str, params: Any) -> None:
         if self._ended:
             return
-        if method == m.OUTPUT and (self._dropping or self._ready_bytes >= CLIENT_BUFFER_BYTES):
+        if method == m.OUTPUT and (
+            self._dropping
+            or self._ready_bytes >= CLIENT_BUFFER_BYTES
+            or self._order.held >= MAX_HELD  # a gap that output piles up behind (codex #31576)
+        ):
             # The reader lags and the connection must keep flowing for the other
             # processes: drop output here (all of it until the refetch, or it would
             # pile up behind the gap); it is fetched again with process/read when
