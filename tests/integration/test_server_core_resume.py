@@ -81,3 +81,19 @@ async def test_retention_defaults_are_at_least_codex() -> None:
         server = ExecServer(local)
         assert server.detach_timeout >= 80 and server.retain_closed >= 80
         assert server.idle_timeout is None  # stdio and codex clients need no pings
+
+
+async def test_a_stdio_session_is_never_taken_over() -> None:
+    with trio.fail_after(10):
+        async with (
+            served(takeover_after=0.2) as server,
+            connect(server, kind="stdio") as pipe,
+        ):
+            session = (await pipe.handshake())["sessionId"]
+            await trio.sleep(0.4)
+            async with connect(server) as other:
+                code, _ = await other.error(
+                    "initialize", {"clientName": "x", "resumeSessionId": session}
+                )
+                assert code == -32010
+            assert not pipe.closed.is_set()

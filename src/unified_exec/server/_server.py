@@ -60,8 +60,9 @@ class ExecServer:
       detached. Stdio needs none: EOF says the peer is gone.
     - ``takeover_after`` (5): ``initialize{resumeSessionId}`` of a session that is still
       attached takes it over (the old connection is closed) once that connection has
-      been silent this long; a livelier one answers -32010 as before. A half-open link
-      (no FIN, no RST) thus cannot lock its owner out. The session id is the secret.
+      been silent this long; a livelier one (or a stdio one) answers -32010 as before.
+      A half-open link (no FIN, no RST) thus cannot lock its owner out. The session id
+      is the secret (uuid4, from the OS's CSPRNG, sent only to its creator).
     - ``limits`` (None: ``DEFAULT_LIMITS``): message size, JSON values, in-flight
       requests, process counts, writeIds, default read budget (see ``Limits``).
     """
@@ -279,7 +280,8 @@ class ExecServer:
                 raise Fail(rpc.INVALID_REQUEST, f"unknown session id {p.resume_session_id}")
             old = session.attached
             if isinstance(old, ConnState):
-                if old.silent_for() < self.takeover_after:
+                # A stdio session lives and dies with its pipe: never taken over.
+                if old.conn.kind == "stdio" or old.silent_for() < self.takeover_after:
                     raise Fail(
                         rpc.SESSION_ATTACHED,
                         f"session {session.session_id} is already attached to another connection",
