@@ -176,6 +176,12 @@ def _serve_help() -> str:
         return ""
 
 
+def _limit_fds(n: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 class ServerProc:
     """``unified-exec serve`` as a subprocess: websocket on 127.0.0.1, or stdio.
 
@@ -186,7 +192,13 @@ class ServerProc:
     tracebacks afterwards.
     """
 
-    def __init__(self, *, listen: str = "ws://127.0.0.1:0", extra: list[str] | None = None):
+    def __init__(
+        self,
+        *,
+        listen: str = "ws://127.0.0.1:0",
+        extra: list[str] | None = None,
+        nofile: int | None = None,
+    ):
         self.dir = tempfile.mkdtemp(prefix="ue-stress-")
         self.token = secrets.token_urlsafe(24)
         self.stderr_path = os.path.join(self.dir, "stderr.log")
@@ -210,6 +222,7 @@ class ServerProc:
             stderr=self._stderr,
             env=env,
             start_new_session=True,
+            preexec_fn=(lambda: _limit_fds(nofile)) if nofile else None,  # noqa: PLW1509
         )
         self.pid = self.proc.pid
         self.url = ""
@@ -282,8 +295,8 @@ class ServerProc:
 
 
 @contextlib.contextmanager
-def ws_server(extra: list[str] | None = None) -> Iterator[ServerProc]:
-    server = ServerProc(extra=extra)
+def ws_server(extra: list[str] | None = None, nofile: int | None = None) -> Iterator[ServerProc]:
+    server = ServerProc(extra=extra, nofile=nofile)
     try:
         yield server
     finally:

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+import pytest
 import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -252,3 +253,31 @@ def test_fuzz_raw_tcp_openings() -> None:
                 seconds=round(time.monotonic() - started, 1),
             )
     assert not tracebacks, tracebacks[:5]
+
+
+@pytest.mark.skipif(not LONG, reason="long mode only (UE_STRESS=long): it waits out a timeout")
+async def test_idle_connections_past_the_fd_limit() -> None:
+    """200 idle TCP connections against a server limited to 128 fds: accept() fails with
+    EMFILE for a while, but the server lives, drops idle peers (handshake timeout) and
+    then serves a real client."""
+    with ws_server(nofile=128) as server:
+        port = urlsplit(server.url).port
+        assert port is not None
+        streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(200)]
+        t0 = time.monotonic()
+        served = False
+        with trio.move_on_after(60):
+            while not served:
+                with trio.move_on_after(15):
+                    async with ws_peer(server.url, server.headers) as peer:
+                        reply = await peer.handshake()
+                        served = reply is not None and "result" in reply
+        waited = time.monotonic() - t0
+        for stream in streams:
+            await stream.aclose()
+        alive = server.alive()
+    record(
+        "fd_exhaustion", idle_connections=200, server_nofile=128, served_after_s=round(waited, 1)
+    )
+    assert alive
+    assert served, "no client was served within 60 s while idle peers held every fd"
