@@ -27,6 +27,7 @@ class CutProxy:
         self._refusing = False
         self.port = 0
         self.accepted = 0
+        self.bytes_up = 0  # client -> server, over all connections
         self.cuts = 0
 
     @property
@@ -60,7 +61,11 @@ class CutProxy:
         self._thawed.set()
 
     async def _pump(
-        self, src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope
+        self,
+        src: trio.SocketStream,
+        dst: trio.SocketStream,
+        scope: trio.CancelScope,
+        up: bool = False,
     ) -> None:
         try:
             while True:
@@ -68,6 +73,8 @@ class CutProxy:
                 await self._thawed.wait()
                 if not data:
                     break  # one side hung up: hang up the other
+                if up:
+                    self.bytes_up += len(data)
                 await dst.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
@@ -84,7 +91,7 @@ class CutProxy:
             with scope:
                 upstream = await trio.open_tcp_stream(self._host, self._port)
                 async with upstream, trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pump, client, upstream, scope)
+                    nursery.start_soon(self._pump, client, upstream, scope, True)
                     nursery.start_soon(self._pump, upstream, client, scope)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass

@@ -11,6 +11,8 @@ the cuts must reach the child exactly once (writes are replayed with their write
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import pathlib
 import subprocess
 from collections.abc import AsyncIterator
@@ -140,3 +142,54 @@ async def test_writes_across_cuts_reach_the_child_once(server_url: str) -> None:
             got += b"".join(c.data for c in res.chunks)
     assert backend.resumes == 10
     assert got == want
+
+
+async def test_a_terminal_process_survives_cuts(server_url: str) -> None:
+    host, port = parse_port(server_url)
+    script = "for i in $(seq 1 200); do echo t-$i; sleep 0.01; done"
+    with trio.fail_after(120):
+        async with (
+            CutProxy(host, port).running() as proxy,
+            ue.RemoteExecBackend.connect(proxy.url, link=FAST) as backend,
+            ue.open_process(backend, ue.ExecRequest(["sh", "-c", script], tty=True)) as proc,
+        ):
+            await cut_repeatedly(proxy, backend, 5)
+            state = await proc.wait()
+            res = await proc.read()
+    assert state.exit_code == 0 and backend.resumes == 5
+    text = b"".join(c.data for c in res.chunks).decode()
+    assert text.split() == [f"t-{i}" for i in range(1, 201)]
+
+
+async def test_a_big_write_cut_midway_reaches_the_child_once(server_url: str) -> None:
+    """20 MiB goes out as three frames (8 MiB each at most, one writeId each); the link
+    is cut while they travel, and the unacknowledged frame is replayed with its id.
+    The child hashes exactly the first 20 MiB it reads: a lost frame would hang it, a
+    doubled one would change the hash."""
+    size = 20 * 1024 * 1024
+    data = os.urandom(size)
+    host, port = parse_port(server_url)
+    req = ue.ExecRequest(["sh", "-c", f"head -c {size} | sha256sum"], pipe_stdin=True)
+    with trio.fail_after(120):
+        async with (
+            CutProxy(host, port).running() as proxy,
+            ue.RemoteExecBackend.connect(proxy.url, link=FAST) as backend,
+            ue.open_process(backend, req) as proc,
+        ):
+            statuses: list[ue.WriteStatus] = []
+
+            async def writer() -> None:
+                statuses.append(await proc.write(data))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                while proxy.bytes_up < 12 * 1024 * 1024:  # the 2nd frame is on its way
+                    await trio.sleep(0.001)
+                assert proxy.cut() == 1
+                assert not statuses, "the write must still be in flight when the link drops"
+            state = await proc.wait()
+            out = b"".join(c.data for c in (await proc.read()).chunks)
+    assert statuses == [ue.WriteStatus.ACCEPTED]
+    assert backend.resumes == 1
+    assert state.exit_code == 0
+    assert out.split()[0].decode() == hashlib.sha256(data).hexdigest()
