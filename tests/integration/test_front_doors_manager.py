@@ -313,3 +313,31 @@ async def test_output_still_flowing_after_the_exit_is_not_cut_off(tmp_path: path
             out = await mgr.exec_command(cmd, yield_time_ms=10_000)
     assert out.exit_code == 0 and out.ended_by == "exit"
     assert out.output.split() == [str(i) for i in range(60)]
+
+
+# -- a remote session runs where the server is, not where the client is ---------------
+
+
+async def test_a_remote_session_defaults_to_the_servers_cwd_and_home(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The manager used to send the client's own os.getcwd() as every remote cwd
+    (meaningless on another machine); it now takes the server's announced cwd, and
+    HOME from its announced home, both percent-decoded."""
+    where = tmp_path / "server side #1"
+    home = tmp_path / "home dir"
+    where.mkdir()
+    home.mkdir()
+    argv = ["sh", "-c", 'cd "$1" && exec "$0" -m unified_exec serve --listen stdio']
+    argv += [sys.executable, str(where)]
+    env = {**os.environ, "HOME": str(home)}
+    with trio.fail_after(60):
+        async with (
+            ue.RemoteExecBackend.connect_stdio(argv, env=env) as backend,
+            open_manager(backend, **OPTIONS) as mgr,
+        ):
+            assert mgr.cwd == str(where)
+            out = await mgr.exec_command('pwd; echo "$HOME"', yield_time_ms=5000)
+            sub = await mgr.exec_command("pwd", workdir="..", yield_time_ms=5000)
+    assert out.output.splitlines() == [str(where), str(home)]
+    assert sub.output.strip() == str(tmp_path)

@@ -37,7 +37,7 @@ from .._request import ExecRequest
 from .._state import ProcessState
 from .._validate import check_duration, check_size
 from ..backends._base import ExecBackend
-from ._backend_facts import base_env, default_shell
+from ._backend_facts import base_env, default_cwd, default_shell
 from ._calls import check_text, handle_tool_call
 from ._env import UNIFIED_EXEC_ENV, apply_unified_exec_env
 from ._output import EndReason, ExecCommandOutput
@@ -98,7 +98,8 @@ class UnifiedExecManager:
     """Sessions of commands for a model, on any backend. Use ``async with`` (or
     ``open_manager()``): leaving the block terminates every session.
 
-    ``cwd``: what relative workdirs resolve against (default: this process's cwd).
+    ``cwd``: what relative workdirs resolve against (default: this process's cwd for a
+    local backend, the server's announced cwd for a remote one).
     ``env``: the base environment (default: ours for a local backend,
     ``REMOTE_DEFAULT_ENV`` otherwise); ``forced_env`` is laid over it.
     ``output_token_limit``: a cap on every call's ``max_output_tokens`` (Codex's
@@ -131,7 +132,7 @@ class UnifiedExecManager:
         self.terminate_timeout = float(terminate_timeout)
         self.backend = backend
         self.max_sessions = max_sessions
-        self.cwd = os.fspath(cwd) if cwd is not None else os.getcwd()
+        self.cwd = os.fspath(cwd) if cwd is not None else default_cwd(backend)
         self._env = dict(env) if env is not None else None
         self.forced_env = dict(forced_env)
         self._default_shell = default_shell
