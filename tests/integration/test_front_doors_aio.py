@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import pathlib
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -201,3 +202,31 @@ except BaseException as exc:
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not alive(pid)
+
+
+def test_cancelling_the_opening_undoes_it() -> None:
+    """Fault injection (a backend that never finishes connecting, on demand): a
+    cancelled ``__aenter__`` leaves nothing running and the loop's guest run is
+    released (a plain trio.run on this thread works afterwards)."""
+    entered = []
+
+    @contextlib.asynccontextmanager
+    async def never_connects() -> AsyncIterator[ue.LocalPtyBackend]:
+        entered.append(True)
+        await trio.sleep_forever()
+        yield ue.LocalPtyBackend()  # pragma: no cover
+
+    async def main() -> None:
+        mgr = aio.Manager(never_connects)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(mgr.__aenter__(), 0.5)
+        assert entered
+        with pytest.raises(ue.InvalidRequestError):
+            await mgr.exec_command("true")
+
+    run(main)
+
+    async def plain_trio() -> None:
+        await trio.sleep(0)
+
+    trio.run(plain_trio)
