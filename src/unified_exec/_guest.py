@@ -79,7 +79,10 @@ class GuestHost:
         self._users -= 1
         if self._users == 0 and not self._stopping:
             self._stopping = True
-            self.call_soon(self._stop.set)
+            try:
+                self.call_soon(self._stop.set)
+            except InvalidRequestError:
+                pass  # the run ended already (a Ctrl-C took it down)
         if self._stopping:
             await asyncio.shield(self._done)
 

@@ -62,7 +62,10 @@ class Manager:
         except BaseException:
             # Cancelled or failed while opening: undo whatever was opened, then let it out.
             if not ready.done() or ready.exception() is None:
-                host.call_soon(self._scope.cancel)
+                try:
+                    host.call_soon(self._scope.cancel)
+                except InvalidRequestError:
+                    pass  # the guest run is over, and everything in it
             await self._finish()
             raise
         return self
@@ -101,7 +104,10 @@ class Manager:
         if host is None or self._closed is None:
             return
         if not self._closed.done():
-            host.call_soon(self._stop.set)
+            try:
+                host.call_soon(self._stop.set)
+            except InvalidRequestError:
+                pass  # the guest run is over, and everything in it
         await self._finish()
 
     async def _finish(self) -> None:
