@@ -174,6 +174,16 @@ async def test_bad_urls_and_tokens_are_invalid_request_errors(url: str, token: s
             pass
 
 
+async def test_a_wrong_token_says_http_401() -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(functools.partial(ue.serve_exec_server, token="right"))
+            with pytest.raises(ue.TransportLostError, match="HTTP 401"):
+                async with ue.RemoteExecBackend.connect(url, token="wrong"):
+                    pass
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_malformed_initialize_is_a_remote_protocol_error() -> None:
     with trio.fail_after(20), pytest.raises(ue.RemoteProtocolError, match="sessionId"):
         async with ue.RemoteExecBackend.connect_stdio(scripted("badinit")):

@@ -28,6 +28,7 @@ from .._protocol import _jsonrpc as rpc
 from .._protocol import _messages as m
 from .._protocol._limits import Limits
 from .._validate import check_duration
+from ._remote_transports import HandshakeRefused
 from ._rpc import RpcClient, Transport
 
 __all__ = ["Link", "LinkSettings"]
@@ -234,7 +235,9 @@ class Link:
                     return
                 except Exception as exc:  # TransportLostError, a timeout, a dying link's error
                     if next_reason is None:
-                        if _refused(exc):  # nobody listens: the server and its sessions are gone
+                        if _refused(exc) or isinstance(exc, HandshakeRefused):
+                            # Nobody listens (the server and its sessions are gone), or
+                            # it refuses us (HTTP 401/403): trying again cannot help.
                             self._finish(f"{reason} (could not resume: {exc})")
                             return
                         why = f"{type(exc).__name__}: {exc}"

@@ -26,13 +26,29 @@ from .._errors import InvalidRequestError, TransportLostError
 from .._groups import unwrap_single
 from .._protocol import _jsonrpc as rpc
 
-__all__ = ["StdioTransport", "WsTarget", "WsTransport", "open_websocket", "parse_ws_url"]
+__all__ = [
+    "HandshakeRefused",
+    "StdioTransport",
+    "WsTarget",
+    "WsTransport",
+    "open_websocket",
+    "parse_ws_url",
+]
 
 log = logging.getLogger("unified_exec.remote")
 
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _STDERR_LINES = 20  # last lines of the server's stderr kept for a loss message
 _STDERR_LINE_MAX = 4096  # ... each at most this long (a progress bar never ends a line)
+
+
+class HandshakeRefused(TransportLostError):
+    """The server answered the upgrade with an HTTP error (401: wrong or missing token,
+    403: an Origin header): asking again will get the same answer."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @attrs.frozen
@@ -167,6 +183,15 @@ async def open_websocket(
                     with trio.CancelScope(shield=True), trio.move_on_after(disconnect_timeout):
                         await ws.aclose()
                     nursery.cancel_scope.cancel()
+    except trio_websocket.ConnectionRejected as exc:
+        if opened:
+            raise
+        body = (exc.body or b"").decode(errors="replace").strip()[:200]
+        raise HandshakeRefused(
+            f"exec-server {target.url} refused the websocket: HTTP {exc.status_code}"
+            + (f" ({body})" if body else ""),
+            exc.status_code,
+        ) from exc
     except (OSError, trio_websocket.HandshakeError, trio.BrokenResourceError) as exc:
         if opened:
             raise
