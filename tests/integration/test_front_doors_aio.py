@@ -230,3 +230,19 @@ def test_cancelling_the_opening_undoes_it() -> None:
         await trio.sleep(0)
 
     trio.run(plain_trio)
+
+
+def test_example_aio_tools_runs() -> None:
+    root = pathlib.Path(__file__).parents[2]
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "aio_tools.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert all(f"job {i} (exit 0)" in done.stdout for i in range(5))
+    assert "a call cancelled by its timeout leaves sessions: []" in done.stdout
+    assert "Output:\n    from a model" in done.stdout
