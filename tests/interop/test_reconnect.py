@@ -193,3 +193,9 @@ async def test_a_big_write_cut_midway_reaches_the_child_once(server_url: str) ->
     assert backend.resumes == 1
     assert state.exit_code == 0
     assert out.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_each_pinned_codex_is_the_version_it_claims(codex_release: tuple[str, str]) -> None:
+    version, binary = codex_release
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    assert version in done.stdout
