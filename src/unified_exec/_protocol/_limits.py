@@ -38,6 +38,9 @@ class Limits:
     - `max_processes_per_connection` / `max_processes`: live processes per session / server.
     - `max_write_ids` / `max_write_id_bytes`: writeIds a server remembers per process (to
       de-duplicate replays after a resume), and the longest writeId it accepts.
+    - `max_fs_file_bytes`: the largest file `fs/readFile` returns or `fs/writeFile` takes
+      (really `fs_file_budget`: also what fits one message once base64 grows it).
+    - `max_fs_dir_entries`: entries in one `fs/readDirectory` result (codex: 50,000).
     """
 
     max_message_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
@@ -50,6 +53,8 @@ class Limits:
     max_processes: int = attrs.field(default=4096, validator=_positive)
     max_write_ids: int = attrs.field(default=4096, validator=_positive)
     max_write_id_bytes: int = attrs.field(default=256, validator=_positive)
+    max_fs_file_bytes: int = attrs.field(default=32 * 1024 * 1024, validator=_positive)
+    max_fs_dir_entries: int = attrs.field(default=50_000, validator=_positive)
 
     @property
     def read_budget(self) -> int:
@@ -59,6 +64,13 @@ class Limits:
         result still fits. (`max_message_bytes` must allow a backend's largest output
         chunk in any case, 256 KiB for LocalPtyBackend, or that chunk cannot be sent.)"""
         return min(self.max_read_bytes, self.max_message_bytes // 4)
+
+    @property
+    def fs_file_budget(self) -> int:
+        """The largest file content `fs/*` moves in one message: `max_fs_file_bytes`,
+        but never more than what fits `max_message_bytes` once base64 (4/3) and the
+        JSON around it (4 KiB) are added."""
+        return max(1, min(self.max_fs_file_bytes, (self.max_message_bytes - 4096) * 3 // 4))
 
 
 DEFAULT_LIMITS = Limits()
