@@ -29,6 +29,14 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
                     f"server RSS peak {get(name, 'server_rss_mib_peak')} MiB",
                 )
             )
+    if "fuzz_tcp_openings" in s:
+        out.append(
+            (
+                "raw TCP openings (cut upgrades, bad tokens, bad frames, FIN/RST)",
+                f"{get('fuzz_tcp_openings', 'cases')} openings, "
+                f"{get('fuzz_tcp_openings', 'failures')} failures",
+            )
+        )
     if "load_bytes" in s:
         out.append(
             (
