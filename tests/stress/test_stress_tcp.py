@@ -101,6 +101,8 @@ def opening(draw: st.DrawFn, port: int, token: str, marker: str) -> Opening:
                 "unmasked-frame",
                 "garbage-after-upgrade",
                 "cut-frame",
+                "after-close",
+                "ping-flood",
                 "live-session",
             ]
         )
@@ -135,6 +137,11 @@ def opening(draw: st.DrawFn, port: int, token: str, marker: str) -> Opening:
     elif kind == "cut-frame":
         frame = _rpc({"id": 1, "method": "initialize", "params": {"clientName": "x"}})
         data = good + frame[: draw(st.integers(1, len(frame) - 1))]
+    elif kind == "after-close":  # requests after our own close frame
+        init = {"id": 1, "method": "initialize", "params": {"clientName": "x"}}
+        data = good + _frame(b"\x03\xe8", opcode=8) + _rpc(init) + _rpc({"id": 2, "method": "x"})
+    elif kind == "ping-flood":  # pings the server must answer or drop, never choke on
+        data = good + b"".join(_frame(os.urandom(16), opcode=9) for _ in range(500))
     else:  # a session with a live child, abandoned
         start = {
             "processId": "p",
