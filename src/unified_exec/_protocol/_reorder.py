@@ -58,11 +58,13 @@ class SeqReorderer:
     def skip_to(self, seq: int) -> list[SeqEvent]:
         """Give up on every seq below ``seq`` (the server no longer has them)."""
         if seq > self.next_seq:
-            for s in list(self._held):
-                if s < seq:
-                    dropped = self._held.pop(s)
-                    if isinstance(dropped, ExitedEvent):
-                        self.exit_known = False
+            if seq - self.next_seq > len(self._held):  # a long run: step over what is held
+                doomed = [s for s in self._held if s < seq]
+            else:
+                doomed = [s for s in range(self.next_seq, seq) if s in self._held]
+            for s in doomed:
+                if isinstance(self._held.pop(s), ExitedEvent):
+                    self.exit_known = False
             self.next_seq = seq
         return self._release()
 

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._errors import InvalidRequestError, RemoteProtocolError, RpcError, UnifiedExecError
+from .._errors import (
+    InvalidRequestError,
+    RemoteProtocolError,
+    RpcError,
+    TransportLostError,
+    UnifiedExecError,
+)
 from .._events import ClosedEvent, ExitedEvent, FailedEvent, OutputEvent, ProcessEvent, WriteStatus
 from .._protocol import _jsonrpc as rpc
 from .._protocol import _messages as m
@@ -176,18 +182,16 @@ class RemoteProcess:
             self._dropping = False  # notifications from here on are kept again
             try:
                 await self._fetch_missing()
+            except TransportLostError as exc:  # lost for good: say so as the link does
+                self.fail(str(exc))
             except (UnifiedExecError, m.ParamsError) as exc:
-                if str(exc).startswith("exec-server transport disconnected"):
-                    self.fail(str(exc))
-                else:
-                    self.fail(f"could not fetch missing output of {self._process_id}: {exc}")
+                self.fail(f"could not fetch missing output of {self._process_id}: {exc}")
 
     async def _fetch_missing(self) -> None:
         """Read everything after what we hold until a read comes back empty (then its
         ``nextSeq`` is the server's next unassigned seq), then account for each seq
         still missing: the exit, the close, or output the server no longer has."""
         cursor = self._order.next_seq - 1
-        returned: set[int] = set()
         while not self._ended and not self._order.done:
             cursor = max(cursor, self._order.next_seq - 1)
             budget = min(self._link.limits.max_read_bytes, _READ_BYTES)
@@ -196,47 +200,54 @@ class RemoteProcess:
                 await self._link.call(m.PROCESS_READ, params, retry=True), m.ReadResult
             )
             if not read.chunks:
-                self._settle(read, returned)
+                self._settle(read)
                 return
-            first = read.chunks[0].seq
-            if first > self._order.next_seq and (self._order.exit_known or not read.exited):
-                # A read starts at the oldest output retained: what is older is gone
-                # (the exit, if it could be in there, is settled by the final read).
-                log.warning(
-                    "seqs %d..%d of %s are gone", self._order.next_seq, first - 1, self._process_id
-                )
-                self._release(self._order.skip_to(first))
             for chunk in read.chunks:
-                returned.add(chunk.seq)
                 self._release(self._order.push(OutputEvent(chunk.seq, chunk.stream, chunk.chunk)))
+            if self._order.exit_known or not read.exited:
+                # A read starts at the oldest output retained: what is older and still
+                # missing is gone (if the exit could be in there, the final read settles).
+                self._give_up_through(read.chunks[0].seq - 1)
             cursor = max(cursor, read.chunks[-1].seq, read.next_seq - 1)
             if self._order.gap is None and self._order.held:
                 return  # pushed notifications cover the rest
             if self._ready_bytes >= CLIENT_BUFFER_BYTES:
                 return  # the reader catches up first; what it misses meanwhile is refetched
 
-    def _settle(self, read: m.ReadResult, returned: set[int]) -> None:
+    def _settle(self, read: m.ReadResult) -> None:
+        """Account for the seqs still missing after a complete read (one with no chunks:
+        its ``nextSeq`` is the server's next unassigned seq)."""
         if read.failure is not None:
             self.fail(read.failure)
             return
         top = read.next_seq - 1  # the last seq the server had assigned
-        holes = [s for s in range(self._order.next_seq, top + 1) if not self._order.holds(s)]
-        closed_seq = holes.pop() if read.closed and holes and holes[-1] == top else None
+        holes = self._latest_holes(top, 2)
+        if read.closed and holes and holes[0] == top:  # closed is the last seq
+            self._release(self._order.push(ClosedEvent(holes.pop(0))))
         if read.exited and read.exit_code is not None and not self._order.exit_known and holes:
-            # The exit is a seq no output took. One between returned chunks is surely it;
-            # else the latest hole (evicted output is the oldest).
-            first = min(returned, default=top + 1)
-            inner = [s for s in holes if s > first]
-            exit_seq = inner[-1] if inner else holes[-1]
-            holes.remove(exit_seq)
-            self._release(self._order.push(ExitedEvent(exit_seq, read.exit_code)))
-        if closed_seq is not None:
-            self._release(self._order.push(ClosedEvent(closed_seq)))
-        if holes:
-            log.warning("%d seqs of %s are gone (%d..%d)", len(holes), self._process_id,
-                        holes[0], holes[-1])  # fmt: skip
-        while (gap := self._order.gap) is not None and gap[0] <= top:
-            self._release(self._order.skip_to(gap[1] + 1))  # readers see a LostEvent
+            # The exit took a seq no retained output took: the latest such one (what
+            # retention evicted is the oldest output).
+            self._release(self._order.push(ExitedEvent(holes[0], read.exit_code)))
+        self._give_up_through(top)
+
+    def _latest_holes(self, top: int, count: int) -> list[int]:
+        """Up to ``count`` missing seqs at or below ``top``, latest first (bounded work:
+        only held events are stepped over)."""
+        out: list[int] = []
+        s = top
+        while s >= self._order.next_seq and len(out) < count:
+            if not self._order.holds(s):
+                out.append(s)
+            s -= 1
+        return out
+
+    def _give_up_through(self, last: int) -> None:
+        """Skip the missing seqs up to ``last``: the server no longer has them. Readers
+        see a LostEvent; what is held after them is released, nothing held is dropped."""
+        while (gap := self._order.gap) is not None and gap[0] <= last:
+            upto = min(gap[1], last)
+            log.warning("seqs %d..%d of %s are gone", gap[0], upto, self._process_id)
+            self._release(self._order.skip_to(upto + 1))
 
     async def write(self, data: bytes) -> WriteStatus:
         """Send ``data`` in frames of at most ``max_write_chunk`` bytes, each with its own
