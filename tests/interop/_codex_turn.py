@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -106,8 +108,13 @@ async def run_turn(
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
     async with model.running():
         write_codex_home(home, model.base_url)
-        server_env = {**base_env, "CODEX_HOME": str(home / "server-home")}
-        (home / "server-home").mkdir(exist_ok=True)
+        # codex's exec-server refuses to put its sandbox helper aliases (which its
+        # bubblewrap sandbox execs) under /tmp, so its home lives in the user's cache.
+        cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+        cache = cache / "unified_exec"
+        cache.mkdir(parents=True, exist_ok=True)
+        server_home = pathlib.Path(tempfile.mkdtemp(prefix="codex-server-home-", dir=cache))
+        server_env = {**base_env, "CODEX_HOME": str(server_home)}
         async with exec_server(server, codex_bin, server_env, workdir, ours) as (url, sproc):
             proxy = RecordingProxy(*parse_port(url))
             async with proxy.running():
@@ -132,6 +139,7 @@ async def run_turn(
                 with trio.move_on_after(5):
                     while chunk := await sproc.stderr.receive_some(65536):
                         err += chunk
+    shutil.rmtree(server_home, ignore_errors=True)
     return TurnResult(
         returncode=done.returncode,
         stdout=done.stdout.decode(errors="replace"),

@@ -332,14 +332,17 @@ def fs_methods(server: _HasLimits, workers: int = 4) -> dict[str, tuple[Handler,
         if not isinstance(raw, str):
             raise ParamsError("invalid type for `dataBase64`: expected a string")
         budget = server.limits.fs_file_budget
+        too_big = Fail(rpc.INVALID_REQUEST, f"file is too large to write: limit is {budget} bytes")
         if len(raw) > (budget + 2) // 3 * 4:
-            raise Fail(rpc.INVALID_REQUEST, f"file is too large to write: limit is {budget} bytes")
+            raise too_big  # before decoding it
         try:
             data = binascii.a2b_base64(raw.encode("ascii"), strict_mode=True)
         except (binascii.Error, UnicodeEncodeError) as exc:
             raise Fail(
                 rpc.INVALID_REQUEST, f"fs/writeFile requires valid base64 dataBase64: {exc}"
             ) from None
+        if len(data) > budget:
+            raise too_big
         policy = policy_of(p)
 
         def op() -> None:
