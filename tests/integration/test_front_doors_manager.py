@@ -341,3 +341,47 @@ async def test_a_remote_session_defaults_to_the_servers_cwd_and_home(
             sub = await mgr.exec_command("pwd", workdir="..", yield_time_ms=5000)
     assert out.output.splitlines() == [str(where), str(home)]
     assert sub.output.strip() == str(tmp_path)
+
+
+class _FirstStartWaits:
+    """Fault injection (a start that stays in flight until told, on demand): the
+    first start waits for ``gate``, as a start over a slow link does."""
+
+    def __init__(self, inner: ue.LocalPtyBackend) -> None:
+        self.inner = inner
+        self.gate = trio.Event()
+        self.waiting = trio.Event()
+        self._first = True
+
+    async def start(self, request: ue.ExecRequest) -> ue.ProcessHandle:
+        if self._first:
+            self._first = False
+            self.waiting.set()
+            await self.gate.wait()
+        return await self.inner.start(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_terminate_all_keeps_the_ids_of_starts_in_flight() -> None:
+    """terminate_all() used to clear every reserved id, so a start still in flight
+    and the next command got the same session id (and one overwrote the other)."""
+    backend = _FirstStartWaits(ue.LocalPtyBackend())
+    results: list[ue.tools.ExecCommandOutput] = []
+    with trio.fail_after(30):
+        async with open_manager(backend, **OPTIONS) as mgr, trio.open_nursery() as nursery:
+
+            async def slow() -> None:
+                results.append(await mgr.exec_command("exec sleep 30", yield_time_ms=250))
+
+            nursery.start_soon(slow)
+            await backend.waiting.wait()
+            await mgr.terminate_all()
+            quick = await mgr.exec_command("exec sleep 30", yield_time_ms=250)
+            backend.gate.set()
+            while not results:
+                await trio.sleep(0.01)
+            assert {results[0].session_id, quick.session_id} == {1000, 1001}
+            assert mgr.session_ids == [1000, 1001]
+        await backend.aclose()

@@ -207,8 +207,8 @@ class UnifiedExecManager:
         that failure is logged on the ``unified_exec`` logger).
         """
         sessions = list(self._sessions.values())
-        self._sessions.clear()
-        self._ids.clear()
+        for session in sessions:  # ids of starts still under way stay reserved
+            self._remove(session)
         outcome: dict[int, ProcessState] = {}
         async with trio.open_nursery() as nursery:
             for session in sessions:

@@ -71,9 +71,6 @@ class SessionIds:
     def release(self, session_id: int) -> None:
         self._reserved.discard(session_id)
 
-    def clear(self) -> None:
-        self._reserved.clear()
-
 
 class Session:
     """One process and the head/tail buffer its output is collected into."""
