@@ -17,6 +17,8 @@ import sys
 from typing import Any
 
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .server_core_harness import connect, send_lines, served, start_params
 
@@ -213,3 +215,52 @@ async def test_a_blocked_write_to_one_process_does_not_hold_back_another() -> No
             await raw.call("process/terminate", {"processId": "cat"})
             await raw.wait_note("stuck", "process/closed")
             await raw.wait_note("cat", "process/closed")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    plan=st.lists(
+        st.tuples(st.sampled_from("abc"), st.binary(min_size=1, max_size=40)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_any_interleaving_of_pipelined_requests_keeps_each_process_in_order(
+    plan: list[tuple[str, bytes]],
+) -> None:
+    """Property: start, writes and closeStdin of several processes, interleaved at
+    random and sent in one write, reach each child in that process's own order."""
+
+    async def main() -> None:
+        with trio.fail_after(30):
+            async with served() as server, connect(server, kind="stdio") as raw:
+                await raw.handshake()
+                names = sorted({name for name, _ in plan})
+                batch: list[dict[str, Any]] = []
+                started: set[str] = set()
+                expected = {name: b"" for name in names}
+                for i, (name, data) in enumerate(plan):
+                    if name not in started:
+                        started.add(name)
+                        params = start_params(name, ["cat"], pipeStdin=True)
+                        batch.append(
+                            {"id": f"s{name}", "method": "process/start", "params": params}
+                        )
+                    batch.append(_write(0, name, data, f"w{i}") | {"id": f"w{i}"})
+                    expected[name] += data
+                for name in names:
+                    batch.append(
+                        {
+                            "id": f"c{name}",
+                            "method": "process/closeStdin",
+                            "params": {"processId": name},
+                        }
+                    )
+                await send_lines(raw, batch)
+                for name in names:
+                    await raw.wait_note(name, "process/closed")
+                    assert raw.output(name) == expected[name], name
+                for i in range(len(plan)):
+                    assert (await raw.response(f"w{i}"))["result"] == {"status": "accepted"}
+
+    trio.run(main)
