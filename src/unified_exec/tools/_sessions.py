@@ -14,7 +14,7 @@ from typing import Final
 
 import trio
 
-from .._events import OutputEvent
+from .._events import LostEvent, OutputEvent
 from .._process import UnifiedExecProcess
 from ._output import EndReason, ExecCommandOutput
 from ._text import HeadTailBuffer, approx_token_count, formatted_truncate_text, omission_marker
@@ -87,6 +87,9 @@ class Session:
         self.output_seen = 0
         self.last_output_at = 0.0
         self.fed_all = False  # every event, up to closed, is in the buffer
+        # Output seqs that retention evicted before this session read them: reported in
+        # the next call's warnings, never dropped in silence.
+        self.lost: list[tuple[int, int]] = []
         self.changed = trio.lowlevel.ParkingLot()
 
     async def feed(self) -> None:
@@ -101,6 +104,8 @@ class Session:
                     self.buffer.push(event.data)
                     self.output_seen += len(event.data)
                     self.last_output_at = trio.current_time()
+                elif isinstance(event, LostEvent):
+                    self.lost.append((event.first_seq, event.last_seq))
                 self.changed.unpark_all()
         except Exception:
             log.exception("reading session %s failed", self.id)
@@ -144,6 +149,10 @@ class Session:
     ) -> ExecCommandOutput:
         """Everything collected since the last call, as one call's result."""
         head, omitted, tail = self.buffer.drain()
+        if self.lost:
+            spans = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in self.lost)
+            warnings = [*warnings, f"some output was lost before it could be read (seqs {spans})"]
+            self.lost = []
         raw = head + tail
         shown = head + omission_marker(omitted) + tail if omitted else raw
         text = shown.decode("utf-8", errors="replace")
