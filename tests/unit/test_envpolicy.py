@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unified_exec._protocol._messages import ParamsError
-from unified_exec.server._envpolicy import apply_env_policy, child_env, codex_start
+from unified_exec.server._codex_start import codex_start
+from unified_exec.server._envpolicy import apply_env_policy, child_env
 
 BASE = {
     "PATH": "/usr/bin:/bin",
@@ -109,7 +110,7 @@ async def test_codex_start_rewrites_env_and_refuses_sandboxes() -> None:
         seen.append(params)
         return {"processId": params["processId"]}
 
-    wrapped = codex_start(start)
+    wrapped = codex_start(start, local=True, bwrap=lambda: None)  # no bwrap: refuse
     params = {"processId": "p", "envPolicy": policy(), "env": {"X": "1"}, "sandbox": None}
     assert await wrapped(None, None, params) == {"processId": "p"}
     assert seen[0]["env"]["X"] == "1" and seen[0]["env"]["PATH"] == os.environ["PATH"]

@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from .._protocol._messages import ParamsError
-from ._sandbox import process_sandbox_refusal
 
-__all__ = ["CORE_VARS", "NON_INHERITABLE", "apply_env_policy", "child_env", "codex_start"]
-
-S = TypeVar("S")
-C = TypeVar("C")
+__all__ = ["CORE_VARS", "NON_INHERITABLE", "apply_env_policy", "child_env"]
 
 CORE_VARS = frozenset(
     {"PATH", "SHELL", "TMPDIR", "TEMP", "TMP", "HOME", "LANG", "LC_ALL", "LC_CTYPE",
@@ -111,26 +107,3 @@ def child_env(
         out = apply_env_policy(policy, os.environ if base_env is None else base_env)
         out.update(env)
     return {k: v for k, v in out.items() if k.upper() not in NON_INHERITABLE}
-
-
-def codex_start(
-    handler: Callable[[C, S, Any], Awaitable[Any]],
-) -> Callable[[C, S, Any], Awaitable[Any]]:
-    """Wrap a ``process/start`` handler (one that takes ``env`` as the whole
-    environment) with codex's ``envPolicy`` and sandbox semantics: a start whose
-    sandbox we cannot enforce is refused before anything runs, and ``env`` is
-    replaced by the environment ``envPolicy`` builds."""
-
-    async def start(state: C, session: S, params: Any) -> Any:
-        refusal = process_sandbox_refusal(params)
-        if refusal is not None:
-            raise refusal
-        if isinstance(params, dict) and params.get("envPolicy") is not None:
-            env = params.get("env")
-            if isinstance(env, dict) and all(
-                isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-            ):
-                params = {**params, "env": child_env(params, env)}
-        return await handler(state, session, params)
-
-    return start

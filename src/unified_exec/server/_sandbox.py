@@ -19,10 +19,11 @@ We never silently drop a sandbox (fail closed):
   are two steps, so a concurrent process that swaps a path component for a symlink in
   between can win the race; codex's server closes that gap by running the operation
   in a bubblewrap helper.
-- ``process/start``: we have no OS sandbox to run a child in, so a start whose policy
-  restricts anything (file system or network) is refused with an error that says so,
-  and the model sees it as the tool's failure. Only a policy that restricts nothing is
-  run, and answered ``sandboxType: "none"``.
+- ``process/start``: a start whose policy restricts anything (file system or network)
+  runs under bubblewrap when the server's backend is local and ``bwrap`` works here
+  (`_bwrap`, `_codex_start`), and is refused otherwise with an error that says so
+  (the model sees it as the tool's failure). Only a policy that restricts nothing runs
+  as it is, answered ``sandboxType: "none"``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ from .._protocol import _jsonrpc as rpc
 from .._uri import uri_path
 from ._errors_map import Fail
 
-__all__ = ["FsPolicy", "fs_policy", "process_sandbox_refusal"]
+__all__ = [
+    "FsPolicy",
+    "ProcessNeeds",
+    "fs_policy",
+    "no_sandbox_refusal",
+    "process_needs",
+    "process_sandbox_refusal",
+]
 
 _RANK = {"read": 0, "write": 1, "deny": 2, "none": 2}
 _MINIMAL = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/dev/null")
@@ -192,32 +200,54 @@ def fs_policy(ctx: Any) -> FsPolicy | None:
     return None if policy.full_write else policy
 
 
-def process_sandbox_refusal(params: Any) -> Fail | None:
-    """None when ``process/start`` may run its child unsandboxed (no sandbox asked,
-    or one that restricts nothing); else the Fail to answer, so a restricted turn
-    never runs a command with more rights than codex granted it."""
+@attrs.frozen
+class ProcessNeeds:
+    """What a ``process/start`` sandbox asks to enforce: a file-system policy (None:
+    the file system is unrestricted) and whether the network stays reachable."""
+
+    fs: FsPolicy | None
+    network_enabled: bool
+
+    @property
+    def what(self) -> str:
+        return "a restricted file system" if self.fs is not None else "restricted network access"
+
+
+def process_needs(params: Any) -> ProcessNeeds | None:
+    """None when ``process/start`` may run its child as it is (no sandbox asked, or one
+    that restricts nothing). Raises Fail for a request nothing here can enforce."""
     if not isinstance(params, dict):
         return None
     if params.get("enforceManagedNetwork") or params.get("networkProxy") is not None:
-        return _refuse(
+        raise _refuse(
             "this exec-server cannot enforce managed networking or launch a network "
             "proxy; the command was not run"
         )
     ctx = params.get("sandbox")
     if ctx is None:
         return None
-    try:
-        fs = fs_policy(ctx)
-    except Fail as exc:
-        return exc
+    fs = fs_policy(ctx)
     perms = ctx["permissions"]
     network = "enabled" if perms.get("type") == "disabled" else perms.get("network")
     if fs is None and network == "enabled":
         return None
-    what = "a restricted file system" if fs is not None else "restricted network access"
+    return ProcessNeeds(fs, network == "enabled")
+
+
+def no_sandbox_refusal(needs: ProcessNeeds, why: str = "has no OS sandbox") -> Fail:
     return _refuse(
-        f"the request asks for {what}, and this exec-server (unified_exec) has no OS "
-        "sandbox to run the command in, so it was not run. Run codex with "
-        "`--sandbox danger-full-access` against this exec-server (isolate the server "
-        "itself instead, e.g. in a container), or use codex's own exec-server"
+        f"the request asks for {needs.what}, and this exec-server (unified_exec) {why} "
+        "to run the command in, so it was not run. Install bubblewrap (`bwrap`) on the "
+        "exec-server host, or run codex with `--sandbox danger-full-access` against this "
+        "exec-server (isolating the server itself, e.g. in a container)"
     )
+
+
+def process_sandbox_refusal(params: Any) -> Fail | None:
+    """The Fail for a start that asks for any restriction, as a server without an OS
+    sandbox answers it (None: nothing to enforce)."""
+    try:
+        needs = process_needs(params)
+    except Fail as exc:
+        return exc
+    return None if needs is None else no_sandbox_refusal(needs)
