@@ -25,23 +25,35 @@ from ._process import EventStream as EventStream
 from ._process import ReadResult as ReadResult
 from ._process import UnifiedExecProcess as UnifiedExecProcess
 from ._process import open_process as open_process
+from ._log import EvictedSeqs as EvictedSeqs
 from ._request import ExecRequest as ExecRequest
+from ._request import FrozenEnv as FrozenEnv
 from ._state import ProcessState as ProcessState
 from ._version import __version__ as __version__
 from .backends import REMOTE_DEFAULT_ENV as REMOTE_DEFAULT_ENV
+from .backends import Capability as Capability
 from .backends import ExecBackend as ExecBackend
 from .backends import LocalPtyBackend as LocalPtyBackend
 from .backends import ProcessHandle as ProcessHandle
 from .backends import RemoteExecBackend as RemoteExecBackend
+from .backends import capabilities_of as capabilities_of
 from .server import ExecServer as ExecServer
+from .server import Limits as Limits
+from .server import open_exec_server as open_exec_server
 from .server import serve_exec_server as serve_exec_server
 
 __all__ = [
     "DEFAULT_RETENTION_BYTES",
     "REMOTE_DEFAULT_ENV",
     "ExecServer",
+    "Limits",
     "RemoteExecBackend",
+    "open_exec_server",
     "serve_exec_server",
+    "Capability",
+    "EvictedSeqs",
+    "FrozenEnv",
+    "capabilities_of",
     "ClosedEvent",
     "EventStream",
     "ExecBackend",
