@@ -20,12 +20,12 @@ from ._events import OutputEvent as OutputEvent
 from ._events import ProcessEvent as ProcessEvent
 from ._events import Stream as Stream
 from ._events import WriteStatus as WriteStatus
+from ._log import EvictedSeqs as EvictedSeqs
 from ._process import DEFAULT_RETENTION_BYTES as DEFAULT_RETENTION_BYTES
 from ._process import EventStream as EventStream
 from ._process import ReadResult as ReadResult
 from ._process import UnifiedExecProcess as UnifiedExecProcess
 from ._process import open_process as open_process
-from ._log import EvictedSeqs as EvictedSeqs
 from ._request import ExecRequest as ExecRequest
 from ._request import FrozenEnv as FrozenEnv
 from ._state import ProcessState as ProcessState
