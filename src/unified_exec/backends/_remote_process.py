@@ -41,6 +41,7 @@ log = logging.getLogger("unified_exec.remote")
 GAP_GRACE = 0.25  # how long a seq may be missing before we fetch it
 CLIENT_BUFFER_BYTES = 16 * 1024 * 1024  # per process, while its reader lags
 MAX_HELD = 1024  # events held back behind a missing seq before output is dropped (refetched)
+_STARTING_WAIT = 10.0  # how long a re-read waits for a start in progress on the server
 _READ_BYTES = 1024 * 1024  # per refetch read: what codex retains in all
 _STATUS = {s.value: s for s in WriteStatus}
 
@@ -64,6 +65,7 @@ class RemoteProcess:
         self._fill_lock = trio.Lock()
         self._write_lock = trio.Lock()
         self._write_ids = 0  # writeIds "1", "2", ...: a replay after a resume reuses them
+        self.started = False  # process/start answered: only then can it be re-read
 
     @property
     def process_id(self) -> str:
@@ -114,8 +116,12 @@ class RemoteProcess:
             self._changed.unpark_all()
 
     async def resync(self) -> None:
-        """After a resume: fetch what happened while the session was detached."""
-        if not self._ended and not self._order.done:
+        """After a resume: fetch what happened while the session was detached.
+
+        A process whose start is still in flight is skipped (the server would answer
+        "starting"); ``start()`` resyncs it once its answer comes.
+        """
+        if self.started and not self._ended and not self._order.done:
             await self._fill()
 
     # -- ProcessHandle -----------------------------------------------------------------
@@ -196,9 +202,7 @@ class RemoteProcess:
             cursor = max(cursor, self._order.next_seq - 1)
             budget = min(self._link.limits.max_read_bytes, _READ_BYTES)
             params = m.ReadParams(self._process_id, after_seq=cursor, max_bytes=budget)
-            read = m.structure(
-                await self._link.call(m.PROCESS_READ, params, retry=True), m.ReadResult
-            )
+            read = m.structure(await self._read(params), m.ReadResult)
             if not read.chunks:
                 self._settle(read)
                 return
@@ -213,6 +217,30 @@ class RemoteProcess:
                 return  # pushed notifications cover the rest
             if self._ready_bytes >= CLIENT_BUFFER_BYTES:
                 return  # the reader catches up first; what it misses meanwhile is refetched
+
+    async def _read(self, params: m.ReadParams) -> Any:
+        """``process/read``, waiting out a start still in progress on the server (after
+        a resume, our re-sent start can be answered "already exists" while the first
+        one is still starting)."""
+        delay = 0.02
+        deadline = trio.current_time() + min(self._link.request_timeout, _STARTING_WAIT)
+        while True:
+            try:
+                return await self._link.call(m.PROCESS_READ, params, retry=True)
+            except RpcError as exc:
+                starting = exc.code == rpc.INVALID_REQUEST and exc.message.endswith("starting")
+                if not starting:
+                    raise
+                if trio.current_time() >= deadline:
+                    # codex 0.169-0.171 keeps a start that a dropped link cut off
+                    # "starting" for good: say so rather than wait for ever.
+                    raise RemoteProtocolError(
+                        f"the exec-server still reports {self._process_id} as starting "
+                        f"after {_STARTING_WAIT:g} s: its start was cut off by the dropped "
+                        "link and will not complete"
+                    ) from None
+            await trio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def _settle(self, read: m.ReadResult) -> None:
         """Account for the seqs still missing after a complete read (one with no chunks:

@@ -316,7 +316,7 @@ class RemoteExecBackend:
             await link.call(m.PROCESS_START, params, retry=True)
         except RpcError as exc:
             if link.resumes != resumes and "already exists" in exc.message:
-                return handle  # our own start, sent again after a resume
+                return self._started(handle, resumed=True)  # ours, sent again after a resume
             self._routes.pop(process_id, None)
             if exc.code == rpc.INTERNAL_ERROR:
                 raise LaunchError(
@@ -333,6 +333,14 @@ class RemoteExecBackend:
             if self._nursery is not None and link.lost is None:
                 self._nursery.start_soon(self._quiet_terminate, handle)
             raise
+        return self._started(handle, resumed=link.resumes != resumes)
+
+    def _started(self, handle: RemoteProcess, *, resumed: bool) -> RemoteProcess:
+        handle.started = True
+        if resumed and self._nursery is not None:
+            # The session resumed while the start was in flight: the resume's re-read
+            # skipped this process, so read what it may have missed now.
+            self._nursery.start_soon(handle.resync)
         return handle
 
     async def aclose(self) -> None:
