@@ -91,6 +91,31 @@ class TurnResult:
     model: MockModel
     proxy: RecordingProxy
     server_stderr: str = ""
+    leftover: list[str] = attrs.Factory(list)  # marked processes alive after the turn
+
+
+def _marked(marker: str) -> list[str]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd and "pytest" not in cmd:
+            out.append(f"{entry}: {cmd}")
+    return out
+
+
+async def _wait_gone(marker: str, timeout: float = 10.0) -> list[str]:
+    """Processes whose command line holds ``marker`` still alive ``timeout`` s after
+    the turn ended (codex terminates what is left at the end of a turn)."""
+    with trio.move_on_after(timeout):
+        while _marked(marker):
+            await trio.sleep(0.1)
+    return _marked(marker)
 
 
 async def run_turn(
@@ -103,6 +128,7 @@ async def run_turn(
     extra_args: tuple[str, ...] = ("-s", "danger-full-access"),
     timeout: float = 60.0,
     ours: tuple[str, ...] = (sys.executable, "-m", "unified_exec"),
+    marker: str | None = None,
 ) -> TurnResult:
     model = MockModel(replies)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
@@ -133,6 +159,7 @@ async def run_turn(
                         stdin=b"",
                     )  # fmt: skip
                 await trio.sleep(0.2)  # the last frames through the proxy
+                leftover = await _wait_gone(marker) if marker else []
             sproc.terminate()
             err = b""
             if sproc.stderr is not None:
@@ -147,6 +174,7 @@ async def run_turn(
         model=model,
         proxy=proxy,
         server_stderr=err.decode(errors="replace"),
+        leftover=leftover,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,10 +30,15 @@ __all__ = [
     "assistant_message",
     "exec_call",
     "function_call",
+    "last_output",
     "tool_outputs",
+    "write_stdin_call",
 ]
 
 Item = dict[str, Any]
+# A reply: the output items, or a function of the request that builds them (to answer
+# with what only the turn can know, such as a session id codex chose).
+Reply = list[Item] | Callable[[dict[str, Any]], list[Item]]
 
 
 def function_call(call_id: str, name: str, arguments: dict[str, Any]) -> Item:
@@ -55,6 +60,12 @@ def apply_patch_call(call_id: str, patch: str) -> Item:
     return {"type": "custom_tool_call", "call_id": call_id, "name": "apply_patch", "input": patch}
 
 
+def write_stdin_call(call_id: str, session_id: int, chars: str, **extra: Any) -> Item:
+    return function_call(
+        call_id, "write_stdin", {"session_id": session_id, "chars": chars, **extra}
+    )
+
+
 def assistant_message(text: str, item_id: str = "msg_done") -> Item:
     return {
         "type": "message",
@@ -73,6 +84,19 @@ def tool_outputs(request: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def last_output(request: dict[str, Any]) -> str:
+    """The text of the last tool output in a request (what the model just got)."""
+    outs = [
+        item.get("output")
+        for item in request.get("input", [])
+        if item.get("type") in ("function_call_output", "custom_tool_call_output")
+    ]
+    last = outs[-1] if outs else ""
+    if isinstance(last, list):  # content items (e.g. view_image)
+        return "".join(part.get("text", "") for part in last if isinstance(part, dict))
+    return str(last)
+
+
 def _sse(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
@@ -80,7 +104,7 @@ def _sse(event: dict[str, Any]) -> bytes:
 class MockModel:
     """Serve ``replies`` in order, one per ``POST .../responses``; record the requests."""
 
-    def __init__(self, replies: list[list[Item]], final_text: str = "done") -> None:
+    def __init__(self, replies: list[Reply], final_text: str = "done") -> None:
         self._replies = list(replies)
         self._final = final_text
         self.requests: list[dict[str, Any]] = []
@@ -92,10 +116,11 @@ class MockModel:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def _next_reply(self) -> list[Item]:
-        if self._replies:
-            return self._replies.pop(0)
-        return [assistant_message(self._final)]
+    def _next_reply(self, request: dict[str, Any]) -> list[Item]:
+        if not self._replies:
+            return [assistant_message(self._final)]
+        reply = self._replies.pop(0)
+        return reply(request) if callable(reply) else reply
 
     def _events(self, items: list[Item]) -> bytes:
         self._n += 1
@@ -143,8 +168,9 @@ class MockModel:
                 assert request is not None
                 path = request.target.decode()
                 if request.method == b"POST" and path.split("?")[0].endswith("/responses"):
-                    self.requests.append(json.loads(body))
-                    payload = self._events(self._next_reply())
+                    req = json.loads(body)
+                    self.requests.append(req)
+                    payload = self._events(self._next_reply(req))
                     headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
                     await self._send(stream, conn, h11.Response(status_code=200, headers=headers))
                     await self._send(stream, conn, h11.Data(data=payload))

@@ -13,24 +13,31 @@ sandboxes. codex sends ``envPolicy`` (inherit the server's environment minus exc
   than codex granted it. A start that asks for an ``arg0`` cannot be sandboxed (the
   system bwrap cannot set it) and is refused as well.
 
-Wiring: ``table[m.PROCESS_START] = (codex_start(self.start, local=...), "ordered")``.
+Wiring: ``self.table.update(codex_methods(self))`` at the end of ``Methods.__init__``
+(this wrapped start plus the `fs/*` methods of `_fs`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import attrs
 import trio
 
+from .._protocol._limits import Limits
 from .._protocol._messages import ParamsError
 from .._uri import uri_path
 from ._bwrap import SANDBOX_TYPE, bwrap_argv, bwrap_path
 from ._envpolicy import child_env
+from ._fs import fs_methods
 from ._sandbox import no_sandbox_refusal, process_needs
 
-__all__ = ["codex_start"]
+if TYPE_CHECKING:
+    from ._conn import ConnState
+    from ._session import Session
+
+__all__ = ["codex_methods", "codex_start"]
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -86,3 +93,33 @@ def codex_start(
         return _sandboxed_type(result)
 
     return start
+
+
+class _Server(Protocol):
+    limits: Limits
+    backend: object
+
+
+class _Methods(Protocol):
+    @property
+    def server(self) -> _Server: ...
+
+    async def start(self, state: ConnState, session: Session, params: Any) -> Any: ...
+
+
+Lane = Literal["ordered", "control", "free"]
+
+
+def codex_methods(methods: _Methods) -> dict[str, tuple[Any, Lane]]:
+    """What codex's client needs beyond the process methods, for ``Methods.table``:
+    ``process/start`` with envPolicy and sandboxes (sandboxed under bwrap only when the
+    server's backend is a LocalPtyBackend, whose children run on this host), and
+    the `fs/*` methods."""
+    from ..backends.local import LocalPtyBackend
+
+    local = isinstance(methods.server.backend, LocalPtyBackend)
+    table: dict[str, tuple[Any, Lane]] = {
+        "process/start": (codex_start(methods.start, local=local), "ordered"),
+    }
+    table.update(fs_methods(methods.server))
+    return table
