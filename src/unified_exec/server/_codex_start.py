@@ -14,7 +14,8 @@ sandboxes. codex sends ``envPolicy`` (inherit the server's environment minus exc
   system bwrap cannot set it) and is refused as well.
 
 Wiring: ``self.table.update(codex_methods(self))`` at the end of ``Methods.__init__``
-(this wrapped start plus the `fs/*` methods of `_fs`).
+(this wrapped start, the `fs/*` methods of `_fs` and `fs/watchMissing` of `_fswatch`),
+and ``environmentInfo`` through `_envinfo.codex_environment`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .._uri import uri_path
 from ._bwrap import SANDBOX_TYPE, bwrap_argv, bwrap_path
 from ._envpolicy import child_env
 from ._fs import fs_methods
+from ._fswatch import watch_methods
 from ._sandbox import no_sandbox_refusal, process_needs
 
 if TYPE_CHECKING:
@@ -113,8 +115,8 @@ Lane = Literal["ordered", "control", "free"]
 def codex_methods(methods: _Methods) -> dict[str, tuple[Any, Lane]]:
     """What codex's client needs beyond the process methods, for ``Methods.table``:
     ``process/start`` with envPolicy and sandboxes (sandboxed under bwrap only when the
-    server's backend is a LocalPtyBackend, whose children run on this host), and
-    the `fs/*` methods."""
+    server's backend is a LocalPtyBackend, whose children run on this host), the
+    `fs/*` methods and `fs/watchMissing`."""
     from ..backends.local import LocalPtyBackend
 
     local = isinstance(methods.server.backend, LocalPtyBackend)
@@ -122,4 +124,5 @@ def codex_methods(methods: _Methods) -> dict[str, tuple[Any, Lane]]:
         "process/start": (codex_start(methods.start, local=local), "ordered"),
     }
     table.update(fs_methods(methods.server))
+    table.update(watch_methods())
     return table

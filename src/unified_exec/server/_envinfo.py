@@ -9,9 +9,9 @@
   user on one host share it and nothing secret is revealed.
 - ``temporaryDirectories``: ``$TMPDIR`` when set (absolute, or made so against the
   cwd), as codex reports it; ``prependPathDirs``: none (we put no helpers on PATH).
-- ``capabilities``: only what we implement. codex's own keys (``fsWatchMissing``,
-  ``environmentConfigRead``, ``sandboxedFileStreaming``...) are left out, so the
-  client does not send what we would refuse; ours are the ``unifiedExec*`` ones.
+- ``capabilities``: only what we implement: of codex's keys only ``fsWatchMissing``
+  (`_fswatch`); ``environmentConfigRead``, ``sandboxedFileStreaming``,
+  ``networkProxyLaunch``... stay out, so the client does not send what we would refuse.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from typing import Any
 
 from .._uri import file_uri
 
-__all__ = ["environment_info_extras", "login_shell"]
+__all__ = ["CODEX_CAPABILITIES", "codex_environment", "environment_info_extras", "login_shell"]
+
+CODEX_CAPABILITIES = {"fsWatchMissing": True}
 
 _KNOWN = ("bash", "zsh", "sh", "fish", "dash", "ksh", "tcsh", "csh", "nu", "pwsh")
 
@@ -75,3 +77,11 @@ def environment_info_extras() -> dict[str, Any]:
         "prependPathDirs": [],
         "temporaryDirectories": _temporary_directories(),
     }
+
+
+def codex_environment(info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` (our base environmentInfo) with the extras and codex's capability
+    keys we implement merged into its ``capabilities``."""
+    out = {**info, **environment_info_extras()}
+    out["capabilities"] = {**info.get("capabilities", {}), **CODEX_CAPABILITIES}
+    return out
