@@ -37,6 +37,14 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{get('fuzz_tcp_openings', 'failures')} failures",
             )
         )
+    if "client_fuzz" in s:
+        out.append(
+            (
+                "our client vs a hostile server",
+                f"{get('client_fuzz', 'examples')} sessions, "
+                f"{get('client_fuzz', 'foreign_exceptions')} foreign exceptions",
+            )
+        )
     if "load_bytes" in s:
         out.append(
             (
