@@ -7,8 +7,8 @@ recording websocket proxy. The turn: a command with output and an exit code, ``p
 -i`` on a tty driven by ``write_stdin``, a command that outlives its yield and is
 polled, ``apply_patch`` creating a file a later command reads, ``view_image``, a
 40,000-line output, Ctrl-C to a tty, and a command still running at the end. Then a
-one-call ``-s read-only`` turn whose write must not happen (both servers run it under
-bubblewrap).
+``-s read-only`` turn whose writes (a shell redirect, ``open()`` in ``python3 -i`` on a
+tty) must not happen (both servers run its commands under bubblewrap).
 
 Asserted: the model's first request (instructions with AGENTS.md, environment context,
 tools) and every tool output are equal across the two servers, after normalising chunk
@@ -85,7 +85,13 @@ def full_script() -> list[Reply]:
 
 def read_only_script() -> list[Reply]:
     # the pause lets a login profile's complaints (on stderr) come first
-    return [[exec_call("w1", "sleep 0.2; { echo x > ro.txt; } 2>&1; echo rc=$?")]]
+    return [
+        [exec_call("w1", "sleep 0.2; { echo x > ro.txt; } 2>&1; echo rc=$?")],
+        [exec_call("w2", "python3 -i -q", tty=True, yield_time_ms=3000)],
+        lambda r: [
+            write_stdin_call("w3", session_of(r), "open('py.txt', 'w')\n", yield_time_ms=2000)
+        ],
+    ]
 
 
 def workdir(base: pathlib.Path) -> pathlib.Path:
@@ -190,9 +196,10 @@ async def test_codex_read_only_turn_writes_nothing(
         ours, owork = await turn(codex, "ours", tmp_path / "ours", read_only_script(),
                                  "-s", "read-only")  # fmt: skip
     for result, work in ((theirs, twork), (ours, owork)):
-        assert not (work / "ro.txt").exists()
+        assert not (work / "ro.txt").exists() and not (work / "py.txt").exists()
         starts = [a for m, _, a in result.proxy.calls() if m == "process/start"]
         assert starts and starts[0]["sandboxType"] == "linuxSeccomp", starts
     want, got = outputs(theirs, twork), outputs(ours, owork)
     assert "Read-only file system" in want["w1"] and "rc=1" in want["w1"]
+    assert "Read-only file system" in want["w3"]
     assert got == want
