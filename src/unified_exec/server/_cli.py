@@ -28,6 +28,8 @@ from typing import Any
 import trio
 
 from .._errors import InvalidRequestError
+from ..mcp_server._cli import add_mcp_parser
+from ..term._cli import add_exec_parser
 from ._auth import TokenAuth, generate_token_file, read_token_file
 from ._listen import is_loopback, parse_listen
 from ._transports import serve_exec_server
@@ -80,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--retain-closed", type=float, default=80.0, metavar="SECONDS")
     serve.add_argument("--detach-timeout", type=float, default=80.0, metavar="SECONDS")
     serve.add_argument("--log-level", default=os.environ.get("UNIFIED_EXEC_LOG", "WARNING"))
+    # Every other subcommand lives in its own module and runs through its ``run``.
+    add_mcp_parser(sub)
+    add_exec_parser(sub)
     return parser
 
 
@@ -257,6 +262,8 @@ def _scrub_token_from_argv(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        return int(args.run(args))
     if argv is None and args.token is not None:
         _scrub_token_from_argv(args)  # does not return
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper())

@@ -1,0 +1,1 @@
+"""``unified-exec exec``: a ``docker exec -it``-style client, local or on an exec-server."""
