@@ -26,6 +26,10 @@ TEXT = st.text()  # any unicode (no lone surrogates): ids, argv, env, paths
 OPT_TEXT = st.none() | TEXT
 U64 = st.integers(0, 2**64 - 1)
 OPT_U64 = st.none() | U64
+# Exit codes are i32 on the wire (codex), signed: a failed process never sends -1 any more,
+# but a child can legitimately exit with any code a backend reports in that range.
+I32 = st.integers(-(2**31), 2**31 - 1)
+OPT_I32 = st.none() | I32
 STREAM = st.sampled_from(["stdout", "stderr", "pty"])
 CHUNK = st.binary(max_size=300)
 JSON_SCALAR = (
@@ -72,7 +76,7 @@ FIELDS: dict[type, dict[str, st.SearchStrategy[Any]]] = {
         "chunks": st.lists(st.builds(m.ReadChunk, seq=U64, stream=STREAM, chunk=CHUNK), max_size=4),
         "next_seq": U64,
         "exited": st.booleans(),
-        "exit_code": OPT_U64,
+        "exit_code": OPT_I32,
         "closed": st.booleans(),
         "failure": OPT_TEXT,
         "sandbox_denied": st.booleans(),
@@ -90,7 +94,7 @@ FIELDS: dict[type, dict[str, st.SearchStrategy[Any]]] = {
     m.ExitedParams: {
         "process_id": TEXT,
         "seq": U64,
-        "exit_code": U64,
+        "exit_code": I32,
         "sandbox_denied": st.booleans(),
     },
     m.ClosedParams: {"process_id": TEXT, "seq": U64},
