@@ -98,8 +98,11 @@ def codex_start(
 
 
 class _Server(Protocol):
-    limits: Limits
-    backend: object
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def backend(self) -> object: ...
 
 
 class _Methods(Protocol):

@@ -59,7 +59,8 @@ T = TypeVar("T")
 
 
 class _HasLimits(Protocol):
-    limits: Limits
+    @property
+    def limits(self) -> Limits: ...
 
 
 def _os_text(exc: OSError) -> str:
