@@ -37,6 +37,7 @@ from .backends import LocalPtyBackend as LocalPtyBackend
 from .backends import ProcessHandle as ProcessHandle
 from .backends import RemoteExecBackend as RemoteExecBackend
 from .backends import capabilities_of as capabilities_of
+from .backends.remote import LinkSettings as LinkSettings
 from .server import ExecServer as ExecServer
 from .server import Limits as Limits
 from .server import open_exec_server as open_exec_server
@@ -47,6 +48,7 @@ __all__ = [
     "REMOTE_DEFAULT_ENV",
     "ExecServer",
     "Limits",
+    "LinkSettings",
     "RemoteExecBackend",
     "open_exec_server",
     "serve_exec_server",
