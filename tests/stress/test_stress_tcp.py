@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
-import pytest
 import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -262,7 +261,6 @@ def test_fuzz_raw_tcp_openings() -> None:
     assert not tracebacks, tracebacks[:5]
 
 
-@pytest.mark.skipif(not LONG, reason="long mode only (UE_STRESS=long): it waits out a timeout")
 async def test_idle_connections_past_the_fd_limit() -> None:
     """200 idle TCP connections against a server limited to 128 fds: accept() fails with
     EMFILE for a while, but the server lives, drops idle peers (handshake timeout) and
