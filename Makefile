@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench stress clean
+.PHONY: demo test lint typecheck unit bench stress sysdeps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+# Debian packages the tests drive: tmux (terminal-client tests).
+sysdeps:
+	@command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; }
+
+test: lint typecheck sysdeps
 	$(PY) -m pytest
 
 # Long fuzz/load/chaos runs (tests/stress in long mode); `make test` runs their short mode.
