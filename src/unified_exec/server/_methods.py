@@ -23,7 +23,9 @@ from .._protocol import _messages as m
 from .._request import ExecRequest
 from .._uri import file_uri, uri_path
 from .._version import __version__
+from ._codex_start import codex_methods
 from ._conn import ConnState
+from ._envinfo import codex_environment
 from ._errors_map import Fail, error_reply
 from ._session import Entry, Session
 
@@ -92,15 +94,17 @@ def parse_cwd(cwd: str) -> str:
 
 def environment() -> dict[str, Any]:
     shell = os.environ.get("SHELL", "/bin/sh")
-    return {
-        "shell": {"name": os.path.basename(shell), "path": shell},
-        "executorVersion": f"unified_exec {__version__}",
-        "cwd": file_uri(os.getcwd()),
-        "userHomeDir": file_uri(os.path.expanduser("~")),
-        "platformOs": platform.system().lower(),
-        "tempDir": file_uri(os.environ.get("TMPDIR", "/tmp")),
-        "capabilities": dict(CAPABILITIES),
-    }
+    return codex_environment(
+        {
+            "shell": {"name": os.path.basename(shell), "path": shell},
+            "executorVersion": f"unified_exec {__version__}",
+            "cwd": file_uri(os.getcwd()),
+            "userHomeDir": file_uri(os.path.expanduser("~")),
+            "platformOs": platform.system().lower(),
+            "tempDir": file_uri(os.environ.get("TMPDIR", "/tmp")),
+            "capabilities": dict(CAPABILITIES),
+        }
+    )
 
 
 def _unit(params: Any) -> None:
@@ -130,6 +134,8 @@ class Methods:
             "environment/info": (self.environment_info, "free"),
             "environment/status": (self.environment_status, "free"),
         }
+        # codex's client: start with envPolicy/sandbox, fs/*, fs/watchMissing (issue 8)
+        self.table.update(codex_methods(self))
 
     # -- environment ---------------------------------------------------------------
 
