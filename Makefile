@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench stress sysdeps clean
+.PHONY: demo test lint typecheck unit bench stress sysdeps image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# Debian packages the tests drive: tmux (terminal-client tests).
+# Debian packages the tests drive: tmux (terminal-client tests), kubectl (renders deploy/k8s).
 sysdeps:
-	@command -v tmux >/dev/null || { apt-get update -qq && apt-get install -y -qq tmux; }
+	@command -v tmux >/dev/null && command -v kubectl >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq tmux kubectl; }
+
+# The container image, from Debian packages (no registry needed); then a smoke test of it.
+# PODMAN / UE_PODMAN_RUN_OPTS adapt podman to hosts with hybrid cgroups (see deploy/).
+image: $(STAMP)
+	@command -v podman >/dev/null && command -v debootstrap >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq podman buildah debootstrap tini runc; }
+	deploy/build-image.sh $(PY)
+	deploy/smoke-image.sh localhost/unified-exec:latest $(PY)
 
 test: lint typecheck sysdeps
 	$(PY) -m pytest

@@ -32,10 +32,13 @@ from ._state import ProcessState as ProcessState
 from ._version import __version__ as __version__
 from .backends import REMOTE_DEFAULT_ENV as REMOTE_DEFAULT_ENV
 from .backends import Capability as Capability
+from .backends import DnsDiscovery as DnsDiscovery
 from .backends import ExecBackend as ExecBackend
 from .backends import LocalPtyBackend as LocalPtyBackend
+from .backends import PoolBackend as PoolBackend
 from .backends import ProcessHandle as ProcessHandle
 from .backends import RemoteExecBackend as RemoteExecBackend
+from .backends import ServerState as ServerState
 from .backends import capabilities_of as capabilities_of
 from .backends.remote import LinkSettings as LinkSettings
 from .server import ExecServer as ExecServer
@@ -50,6 +53,9 @@ __all__ = [
     "Limits",
     "LinkSettings",
     "RemoteExecBackend",
+    "PoolBackend",
+    "DnsDiscovery",
+    "ServerState",
     "open_exec_server",
     "serve_exec_server",
     "Capability",

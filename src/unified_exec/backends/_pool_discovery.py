@@ -11,13 +11,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import dns.resolver
+
 import logging
 import urllib.parse
 from collections.abc import Callable, Sequence
 
 import attrs
-import dns.exception
-import dns.resolver
 import trio
 
 __all__ = ["DnsDiscovery", "probe_readyz"]
@@ -81,6 +84,8 @@ class DnsDiscovery:
     timeout: float = 2.0
 
     def _resolver(self) -> dns.resolver.Resolver:
+        import dns.resolver  # the `pool` extra: only DNS discovery needs dnspython
+
         if self.nameserver is None:
             resolver = dns.resolver.Resolver()
         else:
@@ -93,6 +98,9 @@ class DnsDiscovery:
 
     def resolve(self) -> list[str] | None:
         """The server URLs now, sorted; None when DNS did not answer (keep the old set)."""
+        import dns.exception
+        import dns.resolver
+
         try:
             answer = self._resolver().resolve(self.name, "A", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
