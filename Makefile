@@ -22,10 +22,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# Debian packages the tests drive: tmux (terminal-client tests), kubectl (renders deploy/k8s).
+# Debian packages the tests drive: tmux (terminal-client tests), kubectl (renders deploy/k8s),
+# bubblewrap (the sandbox for codex's read-only / workspace-write process starts).
 sysdeps:
-	@command -v tmux >/dev/null && command -v kubectl >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq tmux kubectl; }
+	@command -v tmux >/dev/null && command -v kubectl >/dev/null && command -v bwrap >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq tmux kubectl bubblewrap; }
 
 # The container image, from Debian packages (no registry needed); then a smoke test of it.
 # PODMAN / UE_PODMAN_RUN_OPTS adapt podman to hosts with hybrid cgroups (see deploy/).
