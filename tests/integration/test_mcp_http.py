@@ -146,6 +146,10 @@ async def test_exec_server_backend_uses_the_servers_cwd(tmp_path: Path) -> None:
                 # Remote sessions get the remote default environment: mark this one.
                 marked = f"{MARKER_VAR}={marker} exec sleep 300"
                 await session.call_tool("exec_command", {"cmd": marked, "yield_time_ms": 300})
+                # A login shell on a loaded machine may take longer than the 300 ms yield.
+                with trio.move_on_after(20):
+                    while not set(marked_pids(marker)) - {serve.pid}:
+                        await trio.sleep(0.1)
                 assert set(marked_pids(marker)) - {serve.pid}
             with trio.move_on_after(15):
                 while set(marked_pids(marker)) - {serve.pid}:
