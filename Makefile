@@ -23,10 +23,11 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Debian packages the tests drive: tmux (terminal-client tests), kubectl (renders deploy/k8s),
-# bubblewrap (the sandbox for codex's read-only / workspace-write process starts).
+# bubblewrap (the sandbox for codex's read-only / workspace-write process starts),
+# openssl (a throw-away TLS certificate).
 sysdeps:
-	@command -v tmux >/dev/null && command -v kubectl >/dev/null && command -v bwrap >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq tmux kubectl bubblewrap; }
+	@command -v tmux >/dev/null && command -v kubectl >/dev/null && command -v bwrap >/dev/null && command -v openssl >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq tmux kubectl bubblewrap openssl; }
 
 # The container image, from Debian packages (no registry needed); then a smoke test of it.
 # PODMAN / UE_PODMAN_RUN_OPTS adapt podman to hosts with hybrid cgroups (see deploy/).

@@ -113,7 +113,6 @@ async def test_terminate_after_the_leader_exited_kills_the_rest_now(tty: bool) -
 # -- #24: interrupt() on a tty ------------------------------------------------------------
 
 
-@pytest.mark.skipif(not os.path.exists("/bin/bash"), reason="needs bash for job control")
 async def test_interrupt_reaches_the_terminals_foreground_job() -> None:
     tag = f"sleep 3{uuid.uuid4().int % 1000}.5"
     req = ue.ExecRequest(
