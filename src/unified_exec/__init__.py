@@ -31,15 +31,18 @@ from ._request import FrozenEnv as FrozenEnv
 from ._state import ProcessState as ProcessState
 from ._version import __version__ as __version__
 from .backends import REMOTE_DEFAULT_ENV as REMOTE_DEFAULT_ENV
+from .backends import BackendDescription as BackendDescription
 from .backends import Capability as Capability
 from .backends import DnsDiscovery as DnsDiscovery
 from .backends import ExecBackend as ExecBackend
 from .backends import LocalPtyBackend as LocalPtyBackend
+from .backends import Location as Location
 from .backends import PoolBackend as PoolBackend
 from .backends import ProcessHandle as ProcessHandle
 from .backends import RemoteExecBackend as RemoteExecBackend
 from .backends import ServerState as ServerState
 from .backends import capabilities_of as capabilities_of
+from .backends import describe_backend as describe_backend
 from .backends.remote import LinkSettings as LinkSettings
 from .server import ExecServer as ExecServer
 from .server import Limits as Limits
@@ -58,10 +61,12 @@ __all__ = [
     "ServerState",
     "open_exec_server",
     "serve_exec_server",
+    "BackendDescription",
     "Capability",
     "EvictedSeqs",
     "FrozenEnv",
     "capabilities_of",
+    "describe_backend",
     "ClosedEvent",
     "EventStream",
     "ExecBackend",
@@ -73,6 +78,7 @@ __all__ = [
     "LaunchError",
     "LocalProtocolError",
     "LocalPtyBackend",
+    "Location",
     "LostEvent",
     "OutputEvent",
     "ProcessEvent",

@@ -4,6 +4,9 @@ from ._base import Capability as Capability
 from ._base import ExecBackend as ExecBackend
 from ._base import ProcessHandle as ProcessHandle
 from ._base import capabilities_of as capabilities_of
+from ._description import BackendDescription as BackendDescription
+from ._description import Location as Location
+from ._description import describe_backend as describe_backend
 from .local import LocalPtyBackend as LocalPtyBackend
 from .pool import DnsDiscovery as DnsDiscovery
 from .pool import PoolBackend as PoolBackend
@@ -13,13 +16,16 @@ from .remote import RemoteExecBackend as RemoteExecBackend
 
 __all__ = [
     "REMOTE_DEFAULT_ENV",
+    "BackendDescription",
     "Capability",
     "DnsDiscovery",
     "ExecBackend",
     "LocalPtyBackend",
+    "Location",
     "PoolBackend",
     "ProcessHandle",
     "RemoteExecBackend",
     "ServerState",
     "capabilities_of",
+    "describe_backend",
 ]

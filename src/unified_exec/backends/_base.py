@@ -3,25 +3,14 @@ them structurally and never imports our implementation classes."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from .._events import ProcessEvent, WriteStatus
 from .._request import ExecRequest
+from ._description import Capability
 
 __all__ = ["Capability", "ExecBackend", "ProcessHandle", "capabilities_of"]
-
-
-class Capability(enum.Enum):
-    """Optional ProcessHandle methods, declared rather than guessed.
-
-    A handle lists the ones it implements in a ``capabilities`` attribute (a
-    frozenset). ``interrupt`` and ``resize`` are required and always callable
-    (``resize`` may refuse a process without a terminal).
-    """
-
-    CLOSE_STDIN = "closeStdin"  # async close_stdin(): EOF on a pipe stdin
 
 
 def capabilities_of(handle: object) -> frozenset[Capability]:
