@@ -13,7 +13,7 @@ answers for it with what is safe to assume of an unknown machine.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -66,7 +66,7 @@ def _frozen_env(value: Mapping[str, str]) -> FrozenEnv:
     return value if isinstance(value, FrozenEnv) else FrozenEnv(dict(value))
 
 
-def _frozen_caps(value: frozenset[Capability] | set[Capability]) -> frozenset[Capability]:
+def _frozen_caps(value: Iterable[Capability]) -> frozenset[Capability]:
     return frozenset(value)
 
 
@@ -86,7 +86,7 @@ class BackendDescription:
     default_env: FrozenEnv = attrs.field(
         factory=lambda: FrozenEnv(BASELINE_ENV), converter=_frozen_env
     )
-    capabilities: frozenset[Capability] = attrs.field(factory=frozenset, converter=frozenset)
+    capabilities: frozenset[Capability] = attrs.field(factory=frozenset, converter=_frozen_caps)
 
 
 UNDESCRIBED = BackendDescription(location=Location.UNKNOWN)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -27,6 +28,7 @@ from .._request import ExecRequest, check_tty_size
 from .._validate import check_duration, check_size
 from . import _procfs
 from ._base import Capability
+from ._description import BackendDescription, Location
 from ._fds import ChildFds, set_winsize
 from ._queue import EventQueue
 from ._reader import OutputReader
@@ -38,6 +40,7 @@ from ._warden import warden as _warden
 __all__ = ["LocalPtyBackend"]
 
 _DEFAULT_KILL_GRACE = 1.0
+_PLATFORM = "macos" if sys.platform == "darwin" else sys.platform
 _DEFAULT_POST_EXIT_GRACE = 0.5
 
 
@@ -68,10 +71,13 @@ def _launch_error(exc: OSError, path: str, cwd: str | None) -> LaunchError:
     return LaunchError(f"cannot execute {path}: {reason}", path=path)
 
 
+_CAPABILITIES = frozenset({Capability.CLOSE_STDIN, Capability.RESIZE, Capability.INTERRUPT})
+
+
 class _LocalProcess:
     """The ProcessHandle of a local child."""
 
-    capabilities = frozenset({Capability.CLOSE_STDIN})
+    capabilities = _CAPABILITIES
 
     def __init__(
         self,
@@ -222,6 +228,19 @@ class LocalPtyBackend:
         self._warden = bool(warden)
         self._live: set[_LocalProcess] = set()
         self._closed = False
+
+    @property
+    def description(self) -> BackendDescription:
+        """This machine as this process sees it now (cwd and env are read at each call)."""
+        return BackendDescription(
+            location=Location.LOCAL,
+            cwd=os.getcwd(),
+            home=os.path.expanduser("~"),
+            shell=os.environ.get("SHELL") or "/bin/bash",
+            platform=_PLATFORM,
+            default_env=os.environ,
+            capabilities=_CAPABILITIES,
+        )
 
     async def __aenter__(self) -> LocalPtyBackend:
         return self
