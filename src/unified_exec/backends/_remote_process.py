@@ -30,6 +30,8 @@ from .._protocol import _jsonrpc as rpc
 from .._protocol import _messages as m
 from .._protocol._reorder import SeqEvent, SeqReorderer
 from .._request import check_tty_size
+from ._description import Capability
+from ._remote_description import remote_capabilities
 
 if TYPE_CHECKING:
     from ._remote_link import Link
@@ -70,6 +72,11 @@ class RemoteProcess:
     @property
     def process_id(self) -> str:
         return self._process_id
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """Interrupt everywhere; resize and close-stdin where the server announces them."""
+        return remote_capabilities(self._link.extensions)
 
     # -- fed by the connection -------------------------------------------------------
 

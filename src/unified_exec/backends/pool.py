@@ -32,8 +32,11 @@ from .._events import ClosedEvent, FailedEvent, ProcessEvent, WriteStatus
 from .._groups import unwrap_single
 from .._request import ExecRequest
 from ._base import ProcessHandle, capabilities_of
+from ._description import BackendDescription, Capability
 from ._pool_discovery import DnsDiscovery, probe_readyz
+from ._remote_description import describe_pool
 from ._remote_link import LinkSettings
+from ._remote_process import RemoteProcess
 from .remote import RemoteExecBackend
 
 __all__ = ["DnsDiscovery", "PoolBackend", "ServerState"]
@@ -78,7 +81,7 @@ class _Member:
 class _PoolHandle:
     """A member's handle, counted: the member's load drops when its events end."""
 
-    def __init__(self, inner: ProcessHandle, member: _Member) -> None:
+    def __init__(self, inner: RemoteProcess, member: _Member) -> None:
         self._inner = inner
         self._member = member
         self._done = False
@@ -115,10 +118,12 @@ class _PoolHandle:
         await self._inner.resize(rows, cols)
 
     async def close_stdin(self) -> None:
-        close = getattr(self._inner, "close_stdin", None)
-        if close is None:
-            raise InvalidRequestError("this process cannot close its stdin")
-        await close()
+        if Capability.CLOSE_STDIN not in self.capabilities:
+            raise InvalidRequestError(
+                f"this process cannot close its stdin (its server {self._member.url} "
+                "does not announce process/closeStdin)"
+            )
+        await self._inner.close_stdin()
 
 
 class PoolBackend:
@@ -263,6 +268,14 @@ class PoolBackend:
                 return
 
     # -- introspection -------------------------------------------------------------------
+
+    @property
+    def description(self) -> BackendDescription:
+        """Location POOL; cwd, home, shell, platform and base env where every connected
+        member agrees (else None / the baseline); capabilities all members share."""
+        return describe_pool(
+            [mm.backend.description for mm in self._members.values() if mm.backend is not None]
+        )
 
     @property
     def servers(self) -> list[ServerState]:

@@ -33,8 +33,10 @@ from .._protocol import _jsonrpc as rpc
 from .._protocol import _messages as m
 from .._protocol._limits import DEFAULT_LIMITS, Limits
 from .._request import ExecRequest
-from .._uri import file_uri, uri_path
+from .._uri import file_uri
 from .._validate import check_duration
+from ._description import BASELINE_ENV, BackendDescription
+from ._remote_description import describe_remote
 from ._remote_link import Link, LinkSettings
 from ._remote_process import RemoteProcess
 from ._remote_transports import StdioTransport, WsTransport, open_websocket, parse_ws_url
@@ -47,10 +49,7 @@ log = logging.getLogger("unified_exec.remote")
 #: What a process gets when ``ExecRequest.env`` is None: the protocol needs the
 #: child's whole environment, and the client cannot know the server's, so it sends
 #: this (plus ``HOME`` from the server's environmentInfo when it tells).
-REMOTE_DEFAULT_ENV: Mapping[str, str] = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "LANG": "C.UTF-8",
-}
+REMOTE_DEFAULT_ENV: Mapping[str, str] = BASELINE_ENV
 
 _DEFAULT_SIZE = (24, 80)  # what an exec-server's PTY starts with
 
@@ -78,6 +77,7 @@ class RemoteExecBackend:
         self._link: Link | None = None
         self._nursery: trio.Nursery | None = None
         self._closed = False
+        self._description: tuple[object, object, BackendDescription] | None = None
 
     @property
     def session_id(self) -> str | None:
@@ -86,6 +86,19 @@ class RemoteExecBackend:
     @property
     def environment_info(self) -> dict[str, Any]:
         return self._link.environment_info if self._link else {}
+
+    @property
+    def description(self) -> BackendDescription:
+        """Where this backend runs processes, from the server's ``initialize`` answer:
+        its cwd, home, shell and platform, ``REMOTE_DEFAULT_ENV`` plus its HOME, and
+        what handles can do there (interrupt; resize and close-stdin where announced)."""
+        link = self._link
+        info = link.environment_info if link else {}
+        ext = link.extensions if link else frozenset()
+        cached = self._description
+        if cached is None or cached[0] is not info or cached[1] is not ext:
+            cached = self._description = (info, ext, describe_remote(info, ext))
+        return cached[2]
 
     @property
     def extensions(self) -> frozenset[str]:
@@ -270,14 +283,8 @@ class RemoteExecBackend:
                 raise InvalidRequestError(f"a remote cwd must be absolute, not {request.cwd!r}")
             cwd_uri = file_uri(request.cwd)
         else:
-            cwd_uri = str(self.environment_info.get("cwd") or "file:///")
-        if request.env is not None:
-            env = dict(request.env)
-        else:
-            env = dict(REMOTE_DEFAULT_ENV)
-            home = uri_path(str(self.environment_info.get("userHomeDir", "")))
-            if home:
-                env["HOME"] = home
+            cwd_uri = self._default_cwd_uri()
+        env = dict(request.env if request.env is not None else self.description.default_env)
         tty_size = None
         if request.tty and request.size != _DEFAULT_SIZE:
             if m.START_TTY_SIZE not in self.extensions:
@@ -296,6 +303,15 @@ class RemoteExecBackend:
             arg0=request.arg0,
             tty_size=tty_size,
         )
+
+    def _default_cwd_uri(self) -> str:
+        described = self.description.cwd
+        if described is None:
+            return "file:///"
+        try:
+            return file_uri(described)
+        except UnicodeEncodeError:  # not UTF-8 on the server: send back what it sent
+            return str(self.environment_info.get("cwd"))
 
     async def start(self, request: ExecRequest) -> RemoteProcess:
         if not isinstance(request, ExecRequest):
