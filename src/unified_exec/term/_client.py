@@ -32,6 +32,7 @@ from .._errors import InvalidRequestError, LaunchError, TransportLostError, Unif
 from .._events import ClosedEvent, ExitedEvent, FailedEvent, LostEvent, OutputEvent
 from .._process import UnifiedExecProcess
 from .._request import ExecRequest
+from ..backends._description import describe_backend
 from ..tools._backend_facts import base_env, default_cwd
 from ._backend import backend_factory
 
@@ -95,14 +96,15 @@ class _Run:
     async def main(self) -> int:
         open_backend = backend_factory(self.args.server, self.args.token_file)
         async with open_backend() as backend:
-            env = base_env(backend)
+            where = describe_backend(backend)  # the backend says where it runs
+            env = base_env(where)
             if self.tty:
                 env["TERM"] = os.environ.get("TERM", "xterm-256color")
             env.update(_parse_env(self.args.env))
             size = _terminal_size(0) if self.tty else (24, 80)
             request = ExecRequest(
                 argv=self.argv,
-                cwd=self.args.cwd or default_cwd(backend),
+                cwd=self.args.cwd or default_cwd(where),
                 env=env,
                 tty=self.tty,
                 pipe_stdin=bool(self.args.interactive) and not self.tty,

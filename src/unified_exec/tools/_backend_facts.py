@@ -1,59 +1,45 @@
-"""Where a backend runs, as far as the tool layer needs to know it: the default
-working directory, the base environment and the default shell for a new session.
+"""The defaults a front door (agent tools, ``unified-exec exec``, the MCP server)
+takes from a backend's description: working directory, base environment, shell.
 
-This is the one place the tool layer still tells backends apart by type
-(``LocalPtyBackend``) and by probing (``environment_info``), kept here so that
-when ``ExecBackend`` describes itself (issue 9: cwd, home, platform, shell,
-capabilities) only this module changes.
+Every fact comes from ``describe_backend()`` — the backend says where it runs; no
+caller tells backends apart by type or probes them with ``getattr``. What is left
+here is the one policy for a fact the backend does not state:
+
+- no ``cwd``: this process's own cwd when the backend runs here (``LOCAL``) or does
+  not say where it runs (``UNKNOWN``, a third-party backend: what it always got);
+  ``None`` for a remote machine or a pool, i.e. "the server's own" — our cwd means
+  nothing over there.
+- no ``shell``: ``/bin/bash`` (Codex's default).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Final
 
-from .._uri import uri_path
-from ..backends._base import ExecBackend
-from ..backends.local import LocalPtyBackend
-from ..backends.remote import REMOTE_DEFAULT_ENV
+from ..backends._description import BackendDescription, Location
 
-__all__ = ["base_env", "default_cwd", "default_shell"]
+__all__ = ["FALLBACK_SHELL", "base_env", "default_cwd", "default_shell"]
 
+FALLBACK_SHELL: Final = "/bin/bash"
 
-def _info(backend: ExecBackend) -> dict[str, Any]:
-    info = getattr(backend, "environment_info", None)
-    return info if isinstance(info, dict) else {}
+_HERE_OR_UNSAID: Final = frozenset({Location.LOCAL, Location.UNKNOWN})
 
 
-def _info_path(backend: ExecBackend, key: str) -> str | None:
-    value = _info(backend).get(key)
-    return uri_path(value) if isinstance(value, str) else None
-
-
-def default_cwd(backend: ExecBackend) -> str:
-    """Where a session runs when no workdir is given: this process's cwd locally;
-    the server's announced cwd for a backend that announces one (the client's own
-    cwd means nothing on another machine); else this process's cwd."""
-    if isinstance(backend, LocalPtyBackend):
+def default_cwd(description: BackendDescription) -> str | None:
+    """Where a new process runs when the caller names no directory (None: the
+    backend's own default, e.g. an exec-server's working directory)."""
+    if description.cwd is not None:
+        return description.cwd
+    if description.location in _HERE_OR_UNSAID:
         return os.getcwd()
-    return _info_path(backend, "cwd") or os.getcwd()
+    return None
 
 
-def base_env(backend: ExecBackend) -> dict[str, str]:
-    """Ours for a local backend; ``REMOTE_DEFAULT_ENV`` plus the server's HOME otherwise."""
-    if isinstance(backend, LocalPtyBackend):
-        return dict(os.environ)
-    env = dict(REMOTE_DEFAULT_ENV)
-    home = _info_path(backend, "userHomeDir")
-    if home:
-        env["HOME"] = home
-    return env
+def base_env(description: BackendDescription) -> dict[str, str]:
+    """A mutable copy of the environment a new process starts from."""
+    return dict(description.default_env)
 
 
-def default_shell(backend: ExecBackend) -> str:
-    """``$SHELL`` locally; the server's announced shell otherwise; else /bin/bash."""
-    if isinstance(backend, LocalPtyBackend):
-        return os.environ.get("SHELL") or "/bin/bash"
-    info = _info(backend).get("shell")
-    path = info.get("path") if isinstance(info, dict) else None
-    return path if isinstance(path, str) and path else "/bin/bash"
+def default_shell(description: BackendDescription) -> str:
+    return description.shell or FALLBACK_SHELL

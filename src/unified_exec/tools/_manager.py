@@ -37,6 +37,7 @@ from .._request import ExecRequest
 from .._state import ProcessState
 from .._validate import check_duration, check_size
 from ..backends._base import ExecBackend
+from ..backends._description import describe_backend
 from ._backend_facts import base_env, default_cwd, default_shell
 from ._calls import check_text, handle_tool_call
 from ._env import UNIFIED_EXEC_ENV, apply_unified_exec_env
@@ -98,10 +99,11 @@ class UnifiedExecManager:
     """Sessions of commands for a model, on any backend. Use ``async with`` (or
     ``open_manager()``): leaving the block terminates every session.
 
-    ``cwd``: what relative workdirs resolve against (default: this process's cwd for a
-    local backend, the server's announced cwd for a remote one).
-    ``env``: the base environment (default: ours for a local backend,
-    ``REMOTE_DEFAULT_ENV`` otherwise); ``forced_env`` is laid over it.
+    Defaults come from the backend's description (``describe_backend``). ``cwd``: what
+    relative workdirs resolve against (default: the described cwd; this process's for a
+    backend that does not describe itself; None for a remote one that names none:
+    its own directory, relative workdirs refused). ``env``: the base environment
+    (default: the described ``default_env``); ``forced_env`` is laid over it.
     ``output_token_limit``: a cap on every call's ``max_output_tokens`` (Codex's
     turn truncation policy). ``deterministic_ids``: session ids 1000, 1001, ...
     ``max_sessions``: at most this many sessions are kept; a new one prunes an old
@@ -132,7 +134,9 @@ class UnifiedExecManager:
         self.terminate_timeout = float(terminate_timeout)
         self.backend = backend
         self.max_sessions = max_sessions
-        self.cwd = os.fspath(cwd) if cwd is not None else default_cwd(backend)
+        self.cwd: str | None = (
+            os.fspath(cwd) if cwd is not None else default_cwd(describe_backend(backend))
+        )
         self._env = dict(env) if env is not None else None
         self.forced_env = dict(forced_env)
         self._default_shell = default_shell
@@ -273,10 +277,12 @@ class UnifiedExecManager:
     # -- the two tools ------------------------------------------------------------------
 
     def _base_env(self) -> dict[str, str]:
-        return dict(self._env) if self._env is not None else base_env(self.backend)
+        if self._env is not None:
+            return dict(self._env)
+        return base_env(describe_backend(self.backend))
 
     def _shell(self, shell: str | None) -> str:
-        return shell or self._default_shell or default_shell(self.backend)
+        return shell or self._default_shell or default_shell(describe_backend(self.backend))
 
     def command_argv(
         self, cmd: str, *, shell: str | None = None, login: bool | None = None
@@ -289,10 +295,15 @@ class UnifiedExecManager:
         use_login = self.allow_login_shell if login is None else login
         return [self._shell(shell), "-lc" if use_login else "-c", cmd]
 
-    def _workdir(self, workdir: str | None) -> str:
+    def _workdir(self, workdir: str | None) -> str | None:
         if not workdir:
             return self.cwd
-        return os.path.normpath(os.path.join(self.cwd, workdir))
+        if self.cwd is None and not os.path.isabs(workdir):
+            raise InvalidRequestError(
+                f"workdir {workdir!r} is relative and this backend does not say its "
+                "working directory: give an absolute workdir"
+            )
+        return os.path.normpath(os.path.join(self.cwd or "/", workdir))
 
     def _max_tokens(self, max_output_tokens: int | None) -> int:
         tokens = DEFAULT_MAX_OUTPUT_TOKENS if max_output_tokens is None else max_output_tokens
