@@ -37,6 +37,7 @@ from .._uri import file_uri
 from .._validate import check_duration
 from ._description import BASELINE_ENV, BackendDescription
 from ._remote_description import describe_remote
+from ._remote_fs import RemoteFileMethods
 from ._remote_link import Link, LinkSettings
 from ._remote_process import RemoteProcess
 from ._remote_transports import StdioTransport, WsTransport, open_websocket, parse_ws_url
@@ -59,8 +60,13 @@ _StdioTransport = StdioTransport
 _WsTransport = WsTransport
 
 
-class RemoteExecBackend:
-    """Runs processes on an exec-server. Create it with ``connect`` or ``connect_stdio``."""
+class RemoteExecBackend(RemoteFileMethods):
+    """Runs processes on an exec-server. Create it with ``connect`` or ``connect_stdio``.
+
+    Also the server's files: ``read_file``, ``write_file``, ``get_metadata``,
+    ``read_directory``, ``create_directory``, ``remove``, ``copy``, ``canonicalize``
+    (see ``_remote_fs``), and its health: ``status()``.
+    """
 
     def __init__(
         self,
@@ -256,6 +262,13 @@ class RemoteExecBackend:
         if self._link is None:
             raise TransportLostError("not connected")
         return await self._link.call(method, params, timeout=timeout)
+
+    def _fs_link(self) -> Link:
+        if self._link is None:
+            raise TransportLostError("this backend is not connected")
+        if self._closed:
+            raise InvalidRequestError("this backend is closed")
+        return self._link
 
     def _on_notification(self, message: rpc.Notification) -> None:
         if message.method not in (m.OUTPUT, m.EXITED, m.CLOSED):
