@@ -8,7 +8,9 @@ stderr; ``--http-auth none`` turns that off (loopback only, with a warning); off
 loopback a token is required. ``--exec-server URL`` runs the commands on an
 exec-server instead of here (its token from ``--token-file`` or
 ``$UNIFIED_EXEC_TOKEN``); relative and default working directories are then the
-exec-server's.
+exec-server's. ``--pool SPEC`` spreads them over a ``PoolBackend`` instead: a
+comma-separated list of exec-server URLs, or ``dns:NAME[:PORT]`` (a headless
+Service; see ``term._backend.parse_pool_spec``), the token sent to every member.
 
 This module imports the SDK only when the subcommand runs: it is an optional
 extra (``pip install unified-exec[mcp]``).
@@ -28,6 +30,7 @@ import trio
 from .._errors import InvalidRequestError, UnifiedExecError
 from ..server._auth import TokenAuth, generate_token_file, read_token_file
 from ..server._listen import is_loopback
+from ..term._cli import pool_spec_arg
 
 __all__ = ["add_mcp_parser"]
 
@@ -42,10 +45,16 @@ def add_mcp_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                      "loopback). 'none' is allowed on loopback only")  # fmt: skip
     mcp.add_argument("--http-token-file", metavar="PATH",
                      help="file holding the bearer token HTTP clients must send")  # fmt: skip
-    mcp.add_argument("--exec-server", metavar="URL",
-                     help="run commands on this exec-server (ws://, wss://)")  # fmt: skip
+    where = mcp.add_mutually_exclusive_group()
+    where.add_argument("--exec-server", metavar="URL",
+                       help="run commands on this exec-server (ws://, wss://)")  # fmt: skip
+    where.add_argument("--pool", metavar="SPEC", type=pool_spec_arg,
+                       help="spread commands over a pool of exec-servers: URL,URL,... or "
+                       "dns:NAME[:PORT][@NAMESERVER[:PORT]] (a headless Service; "
+                       "port 8765 by default)")  # fmt: skip
     mcp.add_argument("--token-file", metavar="PATH",
-                     help="the exec-server's token (default: $UNIFIED_EXEC_TOKEN)")  # fmt: skip
+                     help="the exec-server's token, sent to every pool member "
+                     "(default: $UNIFIED_EXEC_TOKEN)")  # fmt: skip
     mcp.add_argument("--max-wait", type=float, default=30.0, metavar="SECONDS",
                      help="no tool call waits longer than this (5-300; default 30)")  # fmt: skip
     mcp.add_argument("--max-output-tokens", type=int, default=10_000, metavar="N",
@@ -108,7 +117,8 @@ async def _main(args: argparse.Namespace, auth: TokenAuth | None) -> int:
         max_output_tokens=args.max_output_tokens,
         manager_options={"allow_login_shell": False} if args.no_login_shell else {},
     )
-    server = build_server(backend_factory(args.exec_server, args.token_file), options)
+    where = args.pool if args.pool is not None else args.exec_server
+    server = build_server(backend_factory(where, args.token_file), options)
     stopped_by: list[int] = []
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
