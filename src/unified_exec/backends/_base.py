@@ -29,6 +29,10 @@ def capabilities_of(handle: object) -> frozenset[Capability]:
 class ProcessHandle(Protocol):
     """One started process, as a backend exposes it.
 
+    Optional abilities are declared, not probed: a handle lists what it implements
+    in a ``capabilities`` frozenset of ``Capability`` (``CLOSE_STDIN`` means it has
+    ``async close_stdin()``); ``capabilities_of()`` is the one reader.
+
     ``events()`` is called once and yields the process's events in seq order,
     ending with a ClosedEvent or a FailedEvent. It must be lazy: a backend reads
     from the child only as fast as the iterator is pulled (that is how backpressure
@@ -55,7 +59,25 @@ class ProcessHandle(Protocol):
 
 @runtime_checkable
 class ExecBackend(Protocol):
-    """Starts processes somewhere (here, or behind an exec-server)."""
+    """Starts processes somewhere (here, or behind an exec-server).
+
+    **Describing itself.** A backend should also expose ``description``: a
+    ``BackendDescription`` (an attribute or a property, read each time a fact is
+    needed, so it may change — a pool's members come and go) saying where its
+    processes run: ``location``, default ``cwd`` (absolute), ``home``, ``shell``,
+    ``platform``, the ``default_env`` a process gets when its request's env is
+    None, and the handle ``capabilities`` it supports. The front doors (agent
+    tools, MCP server, ``unified-exec exec``) read it through ``describe_backend()``
+    and never by the backend's type.
+
+    It is deliberately *not* a member of this Protocol, so a backend written before
+    descriptions existed still satisfies it. Without one, ``describe_backend()``
+    answers ``Location.UNKNOWN`` with nothing else known: the front doors then use
+    this process's cwd as the default directory, ``BASELINE_ENV`` as the base
+    environment and ``/bin/bash`` as the shell, and handle capabilities are read
+    from each handle (``capabilities_of``). ``unified_exec.testing.check_backend``
+    checks a description, when there is one, against what the backend does.
+    """
 
     async def start(self, request: ExecRequest) -> ProcessHandle:
         """Start ``request``; raise LaunchError if it cannot run."""

@@ -13,12 +13,14 @@ answers for it with what is safe to assume of an unknown machine.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from .._request import FrozenEnv
+from .._errors import InvalidRequestError
+from .._request import FrozenEnv, _to_env
 
 __all__ = [
     "BASELINE_ENV",
@@ -63,11 +65,49 @@ class Location(enum.Enum):
 
 
 def _frozen_env(value: Mapping[str, str]) -> FrozenEnv:
-    return value if isinstance(value, FrozenEnv) else FrozenEnv(dict(value))
+    """Any str -> str mapping, as a read-only FrozenEnv (checked like a request's env)."""
+    if isinstance(value, FrozenEnv):
+        return value
+    if value is os.environ:  # valid by construction (putenv refuses NUL and "=")
+        return FrozenEnv(dict(value))
+    env = _to_env(value)
+    assert env is not None
+    return env
 
 
-def _frozen_caps(value: Iterable[Capability]) -> frozenset[Capability]:
-    return frozenset(value)
+def _frozen_caps(value: Iterable[Capability | str]) -> frozenset[Capability]:
+    """Capabilities (or their wire names, e.g. ``"closeStdin"``) as a frozenset."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidRequestError(
+            f"capabilities must be an iterable of Capability, not {type(value).__name__}"
+        )
+    out = set()
+    for cap in value:
+        try:
+            out.add(cap if isinstance(cap, Capability) else Capability(cap))
+        except ValueError:
+            raise InvalidRequestError(f"unknown capability {cap!r}") from None
+    return frozenset(out)
+
+
+def _location(value: Location | str) -> Location:
+    try:
+        return value if isinstance(value, Location) else Location(value)
+    except ValueError:
+        raise InvalidRequestError(f"unknown location {value!r}") from None
+
+
+def _optional_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise InvalidRequestError(
+            f"{attribute.name} must be a non-empty str or None, not {value!r}"
+        )
+
+
+def _absolute_cwd(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _optional_text(instance, attribute, value)
+    if isinstance(value, str) and not value.startswith("/"):
+        raise InvalidRequestError(f"a described cwd must be an absolute path, not {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -76,13 +116,23 @@ class BackendDescription:
 
     ``None`` means "not known": callers fall back to what suits an unknown machine
     (for ``cwd``, the request must then name one or the backend picks its own).
+
+    A value, like ``ExecRequest``: frozen, hashable, compared by content, nothing
+    reachable from it mutable. The converters normalise what they are given (any
+    str -> str mapping becomes a ``FrozenEnv``; any iterable of capabilities or
+    their wire names a ``frozenset``; a location's value its ``Location``) and
+    refuse what is malformed with ``InvalidRequestError`` (a relative ``cwd``, a
+    non-str env entry, an unknown capability).
     """
 
-    location: Location
-    cwd: str | None = None  # default working directory of a new process
-    home: str | None = None
-    shell: str | None = None  # path of the user's shell
-    platform: str | None = None  # "linux", "macos", ... as the backend reports it
+    location: Location = attrs.field(converter=_location)
+    #: default working directory of a new process (absolute)
+    cwd: str | None = attrs.field(default=None, validator=_absolute_cwd)
+    home: str | None = attrs.field(default=None, validator=_optional_text)
+    #: path of the user's shell
+    shell: str | None = attrs.field(default=None, validator=_optional_text)
+    #: "linux", "macos", ... as the backend reports it
+    platform: str | None = attrs.field(default=None, validator=_optional_text)
     default_env: FrozenEnv = attrs.field(
         factory=lambda: FrozenEnv(BASELINE_ENV), converter=_frozen_env
     )

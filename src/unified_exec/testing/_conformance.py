@@ -7,17 +7,20 @@ coreutils and ``/tmp`` where the processes run.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias
 
+import attrs
 import trio
 
-from .._errors import LaunchError
+from .._errors import InvalidRequestError, LaunchError
 from .._events import ClosedEvent, ExitedEvent, FailedEvent, LostEvent, OutputEvent, WriteStatus
 from .._process import DEFAULT_RETENTION_BYTES, UnifiedExecProcess, open_process
-from .._request import ExecRequest
-from ..backends._base import ExecBackend
+from .._request import ExecRequest, FrozenEnv
+from ..backends._base import ExecBackend, capabilities_of
+from ..backends._description import BackendDescription, Capability, Location, describe_backend
 
 __all__ = ["CHECKS", "BackendFactory", "check_backend"]
 
@@ -199,6 +202,100 @@ async def check_concurrent(backend: ExecBackend) -> None:
     assert results == {i: f"{i}\n".encode() for i in range(50)}
 
 
+async def _started(backend: ExecBackend, request: ExecRequest) -> tuple[Any, frozenset[Capability]]:
+    """A process and what its handle declares."""
+    handle = await backend.start(request)
+    return UnifiedExecProcess.from_handle(handle), capabilities_of(handle)
+
+
+async def _pwd(backend: ExecBackend, cwd: str | None) -> bytes:
+    out, _, proc = await _run(backend, _sh("pwd -P", cwd=cwd))
+    assert proc.state.exit_code == 0, f"pwd -P in {cwd!r}: {proc.state}, {out}"
+    return out.get("stdout", b"")
+
+
+def _well_formed(described: object) -> BackendDescription:
+    assert isinstance(described, BackendDescription), (
+        f"description is a {type(described).__name__}, not a BackendDescription"
+    )
+    assert isinstance(described.location, Location), described.location
+    if described.cwd is not None:
+        assert posixpath.isabs(described.cwd), f"described cwd {described.cwd!r} is relative"
+    for name in ("home", "shell", "platform"):
+        value = getattr(described, name)
+        assert value is None or (isinstance(value, str) and value), f"{name}: {value!r}"
+    assert isinstance(described.default_env, FrozenEnv), type(described.default_env)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in described.default_env.items())
+    assert isinstance(described.capabilities, frozenset)
+    assert all(isinstance(c, Capability) for c in described.capabilities)
+    assert hash(described) == hash(attrs.evolve(described)), "not hashable by value"
+    assert described == attrs.evolve(described), "not equal to a copy of itself"
+    return described
+
+
+async def check_description(backend: ExecBackend) -> None:
+    """A description, when the backend has one, is well formed and true there: new
+    processes start in its cwd with its default env, its shell runs, and each
+    handle does what its declared capabilities say."""
+    described = getattr(backend, "description", None)
+    if described is None:  # a backend that does not describe itself: the fallback
+        assert describe_backend(backend).location is Location.UNKNOWN
+    else:
+        desc = _well_formed(described)
+        assert describe_backend(backend) == desc
+        if desc.cwd is not None:
+            here = await _pwd(backend, None)
+            assert here == await _pwd(backend, desc.cwd), (
+                f"a process without a cwd ran in {here!r}, not the described {desc.cwd!r}"
+            )
+        out, _, _ = await _run(backend, ExecRequest(["env", "-0"]))
+        got = dict(e.partition("=")[::2] for e in out.get("stdout", b"").decode().split("\0") if e)
+        missing = {k: v for k, v in desc.default_env.items() if got.get(k) != v}
+        assert not missing, f"the described default env is not what a process gets: {missing}"
+        if desc.shell is not None:
+            _, _, proc = await _run(backend, ExecRequest([desc.shell, "-c", "exit 7"]))
+            assert proc.state.exit_code == 7, f"described shell {desc.shell}: {proc.state}"
+    await _check_capabilities(backend, describe_backend(backend).capabilities)
+
+
+async def _check_capabilities(backend: ExecBackend, described: frozenset[Capability]) -> None:
+    proc, caps = await _started(backend, ExecRequest(["cat"], pipe_stdin=True))
+    async with proc:
+        assert described <= caps, f"the backend describes {described}, a handle has {caps}"
+        assert await proc.write(b"x") is WriteStatus.ACCEPTED
+        if Capability.CLOSE_STDIN in caps:
+            await proc.close_stdin()
+            with trio.fail_after(10):
+                state = await proc.wait()
+            res = await proc.read()
+            assert state.exit_code == 0, f"cat after close_stdin: {state}"
+            assert b"".join(c.data for c in res.chunks) == b"x"
+        else:
+            try:
+                await proc.close_stdin()
+            except InvalidRequestError:
+                pass
+            else:
+                raise AssertionError("close_stdin() worked on a handle not declaring it")
+    if Capability.RESIZE in caps:
+        proc, _ = await _started(backend, _sh("read x; stty size", tty=True))
+        async with proc:
+            await proc.resize(33, 101)
+            assert await proc.write(b"\n") is WriteStatus.ACCEPTED
+            with trio.fail_after(10):
+                await proc.wait()
+            res = await proc.read()
+        text = b"".join(c.data for c in res.chunks)
+        assert b"33 101" in text, f"resize(33, 101) declared, but stty says {text!r}"
+    if Capability.INTERRUPT in caps:
+        proc, _ = await _started(backend, ExecRequest(["sleep", "100"]))
+        async with proc:
+            await proc.interrupt()
+            with trio.fail_after(10):
+                state = await proc.wait()
+        assert state.exit_code == 130, f"interrupt declared, but sleep ended {state}"
+
+
 CHECKS: dict[str, Check] = {
     "echo": check_echo,
     "stdin": check_stdin,
@@ -213,6 +310,7 @@ CHECKS: dict[str, Check] = {
     "retention": check_retention,
     "8mib_checksum": check_8mib_checksum,
     "concurrent_50": check_concurrent,
+    "description": check_description,
 }
 
 
