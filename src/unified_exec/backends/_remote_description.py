@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import attrs
+
 from .._protocol import _messages as m
 from .._uri import uri_path
 from ._description import BASELINE_ENV, BackendDescription, Capability, Location
 
-__all__ = ["describe_pool", "describe_remote", "remote_capabilities"]
+__all__ = ["EnvironmentStatus", "describe_pool", "describe_remote", "remote_capabilities"]
 
 
 def remote_capabilities(extensions: Iterable[str]) -> frozenset[Capability]:
@@ -89,3 +91,19 @@ def describe_pool(members: list[BackendDescription]) -> BackendDescription:
         default_env=env if env is not None else BASELINE_ENV,
         capabilities=caps,
     )
+
+
+@attrs.frozen
+class EnvironmentStatus:
+    """An exec-server's answer to ``environment/status`` (codex's health call).
+
+    ``status`` is the server's word: ``"ready"`` from ours and codex 0.169-0.171;
+    ``latency`` the seconds the answer took (the request's round trip).
+    """
+
+    status: str
+    latency: float
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"

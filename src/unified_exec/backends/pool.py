@@ -7,12 +7,17 @@ So there is no scheduler here, only three rules:
 - placement: the live server with the fewest live processes (optionally capped);
 - a process stays on the server that started it for life (``server_for``), so a
   resume goes back to the same server;
-- a server that stops answering ``GET /readyz`` (or whose link drops) takes no new
-  work; its processes fail with ``TransportLostError`` (the member's link gives up
-  after a short reconnect budget), and it is re-admitted once it answers again.
+- health: every ``health_interval`` s each member is asked ``environment/status``
+  (codex's own health call) and, where the server serves it, ``GET /readyz`` (ours
+  answers 503 while draining), each within ``health_timeout`` s. A server that does
+  not answer, or answers not-ready, is marked unhealthy and takes no new work, but
+  keeps its connection: once it answers again it is healthy again at once. Its
+  processes fail with ``TransportLostError`` only if its link is lost (the member's
+  keepalive and reconnect budget, ``POOL_LINK``: about 4 s of silence); a lost member
+  is reconnected, with a fresh session, when ``/readyz`` answers again.
 
 Each member is one ``RemoteExecBackend`` (public API only), kept by a supervisor
-task that probes health and reconnects. Discovery (a static list, or DNS A records
+task that checks health and reconnects. Discovery (a static list, or DNS A records
 of a headless Service) lives in ``_pool_discovery``.
 """
 
@@ -27,10 +32,19 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import InvalidRequestError, TransportLostError, UnifiedExecError
+from .._errors import (
+    ExecTimeoutError,
+    InvalidRequestError,
+    RemoteProtocolError,
+    RpcError,
+    TransportLostError,
+    UnifiedExecError,
+)
 from .._events import ClosedEvent, FailedEvent, ProcessEvent, WriteStatus
 from .._groups import unwrap_single
+from .._protocol import _jsonrpc as rpc
 from .._request import ExecRequest
+from .._validate import check_duration
 from ._base import ProcessHandle, capabilities_of
 from ._description import BackendDescription, Capability
 from ._pool_discovery import DnsDiscovery, probe_readyz
@@ -58,6 +72,8 @@ class ServerState:
     started: int
     draining: bool
     last_error: str | None
+    connected: bool = False  # a session is open (a server can be connected, not healthy)
+    status: str | None = None  # the last ``environment/status`` answer, if any
 
 
 class _Member:
@@ -69,13 +85,15 @@ class _Member:
         self.started = 0
         self.draining = False
         self.last_error: str | None = None
+        self.status: str | None = None
         self.down = trio.Event()  # set to make the supervisor drop the connection
         self.cancel = trio.CancelScope()
 
     def state(self) -> ServerState:
         return ServerState(
-            self.url, self.healthy, self.live, self.started, self.draining, self.last_error
-        )
+            self.url, self.healthy, self.live, self.started, self.draining, self.last_error,
+            connected=self.backend is not None, status=self.status,
+        )  # fmt: skip
 
 
 class _PoolHandle:
@@ -135,13 +153,15 @@ class PoolBackend:
         token: str | None,
         max_per_server: int | None,
         health_interval: float,
+        health_timeout: float,
         connect_timeout: float,
         link: LinkSettings,
     ) -> None:
         """Private: use connect()."""
         self._token = token
         self._cap = max_per_server
-        self._health_interval = health_interval
+        self._health_interval = check_duration("health_interval", health_interval) or 0.0
+        self._health_timeout = check_duration("health_timeout", health_timeout) or 0.0
         self._connect_timeout = connect_timeout
         self._link = link
         self._members: dict[str, _Member] = {}
@@ -161,6 +181,7 @@ class PoolBackend:
         token: str | None = None,
         max_per_server: int | None = None,
         health_interval: float = 1.0,
+        health_timeout: float = 5.0,
         connect_timeout: float = 5.0,
         link: LinkSettings = POOL_LINK,
         wait_for: int = 1,
@@ -170,7 +191,9 @@ class PoolBackend:
         ``servers`` is a list of ``ws://`` URLs, or a ``DnsDiscovery`` (a headless
         Service's name, re-resolved periodically: new pods are admitted, vanished
         ones drained). Waits until ``wait_for`` servers are healthy (at most
-        ``connect_timeout`` s); the rest join when they answer.
+        ``connect_timeout`` s); the rest join when they answer. Health is checked
+        every ``health_interval`` s, each check within ``health_timeout`` s (see the
+        module docstring).
         """
         if max_per_server is not None and max_per_server < 1:
             raise InvalidRequestError("max_per_server must be >= 1")
@@ -180,6 +203,7 @@ class PoolBackend:
             token=token,
             max_per_server=max_per_server,
             health_interval=health_interval,
+            health_timeout=health_timeout,
             connect_timeout=connect_timeout,
             link=link,
         )
@@ -233,16 +257,15 @@ class PoolBackend:
                         link=self._link,
                     ) as backend:
                         member.backend = backend
-                        member.healthy = True
-                        member.last_error = None
                         member.down = trio.Event()
                         self._notify()
-                        await self._watch(member)
+                        await self._watch(member, backend)
                 except UnifiedExecError as exc:
                     member.last_error = str(exc)
                 finally:
                     member.healthy = False
                     member.backend = None
+                    member.status = None
                     self._notify()
                 await trio.sleep(self._health_interval)
                 while not member.draining and not await probe_readyz(member.url):
@@ -250,22 +273,48 @@ class PoolBackend:
         self._members.pop(member.url, None)
         self._notify()
 
-    async def _watch(self, member: _Member) -> None:
-        """Return when the server stops answering (or the member is drained empty)."""
-        misses = 0
+    async def _watch(self, member: _Member, backend: RemoteExecBackend) -> None:
+        """Check ``member``'s health every interval, marking it healthy or not; return
+        when its link is lost (or it is drained empty), to reconnect."""
         while not member.down.is_set():
-            with trio.move_on_after(self._health_interval):
-                await member.down.wait()
             if member.draining and member.live == 0:
                 return
-            ok = await probe_readyz(member.url, timeout=max(1.0, self._health_interval))
-            if ok:
-                misses = 0
-                continue
-            misses += 1
-            if misses >= 2:
-                member.last_error = "not ready (GET /readyz)"
+            try:
+                why = await self._check(member, backend)
+            except TransportLostError as exc:
+                member.last_error = str(exc)
                 return
+            if member.healthy != (why is None):
+                log.info("%s is %s", member.url, "healthy" if why is None else f"unhealthy: {why}")
+                member.healthy = why is None
+                self._notify()
+            member.last_error = why
+            with trio.move_on_after(self._health_interval):
+                await member.down.wait()
+
+    async def _check(self, member: _Member, backend: RemoteExecBackend) -> str | None:
+        """None if ``member`` answers ``environment/status`` "ready" (and ``/readyz``
+        does not say 503); else why not. TransportLostError: its link is gone."""
+        timeout = self._health_timeout
+        try:
+            answer = await backend.status(timeout=timeout)
+        except ExecTimeoutError:
+            member.status = None
+            return f"no answer to environment/status within {timeout:g} s"
+        except RpcError as exc:
+            member.status = None
+            if exc.code != rpc.METHOD_NOT_FOUND:  # a server without it: /readyz alone
+                return f"environment/status failed: {exc}"
+        except RemoteProtocolError as exc:
+            member.status = None
+            return str(exc)
+        else:
+            member.status = answer.status
+            if not answer.ready:
+                return f"environment/status says {answer.status!r}"
+        if not await probe_readyz(member.url, timeout=timeout):
+            return "not ready (GET /readyz)"
+        return None
 
     # -- introspection -------------------------------------------------------------------
 

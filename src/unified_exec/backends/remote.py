@@ -22,8 +22,10 @@ from typing import Any
 import trio
 
 from .._errors import (
+    ExecTimeoutError,
     InvalidRequestError,
     LaunchError,
+    RemoteProtocolError,
     RpcError,
     TransportLostError,
     UnifiedExecError,
@@ -36,7 +38,7 @@ from .._request import ExecRequest
 from .._uri import file_uri
 from .._validate import check_duration
 from ._description import BASELINE_ENV, BackendDescription
-from ._remote_description import describe_remote
+from ._remote_description import EnvironmentStatus, describe_remote
 from ._remote_fs import RemoteFileMethods
 from ._remote_link import Link, LinkSettings
 from ._remote_process import RemoteProcess
@@ -262,6 +264,23 @@ class RemoteExecBackend(RemoteFileMethods):
         if self._link is None:
             raise TransportLostError("not connected")
         return await self._link.call(method, params, timeout=timeout)
+
+    async def status(self, *, timeout: float | None = None) -> EnvironmentStatus:
+        """Ask the server ``environment/status`` (what the codex client calls to
+        check an executor's health). ``timeout`` (default: the request timeout) bounds
+        the whole call, a wait for a link being resumed included: ExecTimeoutError."""
+        link = self._fs_link()
+        limit = self._request_timeout
+        if timeout is not None:
+            limit = check_duration("timeout", timeout) or 0.0
+        started = trio.current_time()
+        with trio.move_on_after(limit):
+            result = await link.call("environment/status", None, timeout=limit)
+            status = result.get("status") if isinstance(result, dict) else None
+            if not isinstance(status, str):
+                raise RemoteProtocolError(f"environment/status answered {result!r}")
+            return EnvironmentStatus(status, trio.current_time() - started)
+        raise ExecTimeoutError(f"exec-server did not answer environment/status within {limit:g} s")
 
     def _fs_link(self) -> Link:
         if self._link is None:
