@@ -33,13 +33,18 @@ from ._version import __version__ as __version__
 from .backends import REMOTE_DEFAULT_ENV as REMOTE_DEFAULT_ENV
 from .backends import BackendDescription as BackendDescription
 from .backends import Capability as Capability
+from .backends import DirectoryEntry as DirectoryEntry
 from .backends import DnsDiscovery as DnsDiscovery
+from .backends import EnvironmentStatus as EnvironmentStatus
 from .backends import ExecBackend as ExecBackend
+from .backends import FileMetadata as FileMetadata
 from .backends import LocalPtyBackend as LocalPtyBackend
 from .backends import Location as Location
 from .backends import PoolBackend as PoolBackend
 from .backends import ProcessHandle as ProcessHandle
 from .backends import RemoteExecBackend as RemoteExecBackend
+from .backends import RemoteFileError as RemoteFileError
+from .backends import RemoteFileNotFoundError as RemoteFileNotFoundError
 from .backends import ServerState as ServerState
 from .backends import capabilities_of as capabilities_of
 from .backends import describe_backend as describe_backend
@@ -59,6 +64,11 @@ __all__ = [
     "PoolBackend",
     "DnsDiscovery",
     "ServerState",
+    "EnvironmentStatus",
+    "FileMetadata",
+    "DirectoryEntry",
+    "RemoteFileError",
+    "RemoteFileNotFoundError",
     "open_exec_server",
     "serve_exec_server",
     "BackendDescription",

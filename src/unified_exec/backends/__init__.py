@@ -7,6 +7,11 @@ from ._base import capabilities_of as capabilities_of
 from ._description import BackendDescription as BackendDescription
 from ._description import Location as Location
 from ._description import describe_backend as describe_backend
+from ._remote_description import EnvironmentStatus as EnvironmentStatus
+from ._remote_fs import DirectoryEntry as DirectoryEntry
+from ._remote_fs import FileMetadata as FileMetadata
+from ._remote_fs import RemoteFileError as RemoteFileError
+from ._remote_fs import RemoteFileNotFoundError as RemoteFileNotFoundError
 from .local import LocalPtyBackend as LocalPtyBackend
 from .pool import DnsDiscovery as DnsDiscovery
 from .pool import PoolBackend as PoolBackend
@@ -18,13 +23,18 @@ __all__ = [
     "REMOTE_DEFAULT_ENV",
     "BackendDescription",
     "Capability",
+    "DirectoryEntry",
     "DnsDiscovery",
+    "EnvironmentStatus",
     "ExecBackend",
+    "FileMetadata",
     "LocalPtyBackend",
     "Location",
     "PoolBackend",
     "ProcessHandle",
     "RemoteExecBackend",
+    "RemoteFileError",
+    "RemoteFileNotFoundError",
     "ServerState",
     "capabilities_of",
     "describe_backend",
