@@ -16,12 +16,7 @@ import pytest
 import trio
 
 import unified_exec as ue
-from unified_exec.backends._remote_fs import (
-    DirectoryEntry,
-    FileMetadata,
-    RemoteFileError,
-    RemoteFileNotFoundError,
-)
+from unified_exec import DirectoryEntry, FileMetadata, RemoteFileError, RemoteFileNotFoundError
 
 from .test_remote_description import KINDS, served
 
