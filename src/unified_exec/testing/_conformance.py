@@ -19,6 +19,7 @@ from .._errors import InvalidRequestError, LaunchError
 from .._events import ClosedEvent, ExitedEvent, FailedEvent, LostEvent, OutputEvent, WriteStatus
 from .._process import DEFAULT_RETENTION_BYTES, UnifiedExecProcess, open_process
 from .._request import ExecRequest, FrozenEnv
+from .._state import ProcessState
 from ..backends._base import ExecBackend, capabilities_of
 from ..backends._description import BackendDescription, Capability, Location, describe_backend
 
@@ -202,7 +203,9 @@ async def check_concurrent(backend: ExecBackend) -> None:
     assert results == {i: f"{i}\n".encode() for i in range(50)}
 
 
-async def _started(backend: ExecBackend, request: ExecRequest) -> tuple[Any, frozenset[Capability]]:
+async def _started(
+    backend: ExecBackend, request: ExecRequest
+) -> tuple[UnifiedExecProcess, frozenset[Capability]]:
     """A process and what its handle declares."""
     handle = await backend.start(request)
     return UnifiedExecProcess.from_handle(handle), capabilities_of(handle)
@@ -212,6 +215,13 @@ async def _pwd(backend: ExecBackend, cwd: str | None) -> bytes:
     out, _, proc = await _run(backend, _sh("pwd -P", cwd=cwd))
     assert proc.state.exit_code == 0, f"pwd -P in {cwd!r}: {proc.state}, {out}"
     return out.get("stdout", b"")
+
+
+async def _ended(proc: UnifiedExecProcess, what: str) -> ProcessState:
+    """The process's final state; an AssertionError naming ``what`` if it does not end."""
+    with trio.move_on_after(10):
+        return await proc.wait()
+    raise AssertionError(f"{what}: the process did not end within 10 s")
 
 
 def _well_formed(described: object) -> BackendDescription:
@@ -265,8 +275,7 @@ async def _check_capabilities(backend: ExecBackend, described: frozenset[Capabil
         assert await proc.write(b"x") is WriteStatus.ACCEPTED
         if Capability.CLOSE_STDIN in caps:
             await proc.close_stdin()
-            with trio.fail_after(10):
-                state = await proc.wait()
+            state = await _ended(proc, "close_stdin declared, but cat did not see EOF")
             res = await proc.read()
             assert state.exit_code == 0, f"cat after close_stdin: {state}"
             assert b"".join(c.data for c in res.chunks) == b"x"
@@ -282,8 +291,7 @@ async def _check_capabilities(backend: ExecBackend, described: frozenset[Capabil
         async with proc:
             await proc.resize(33, 101)
             assert await proc.write(b"\n") is WriteStatus.ACCEPTED
-            with trio.fail_after(10):
-                await proc.wait()
+            await _ended(proc, "stty size after resize")
             res = await proc.read()
         text = b"".join(c.data for c in res.chunks)
         assert b"33 101" in text, f"resize(33, 101) declared, but stty says {text!r}"
@@ -291,8 +299,7 @@ async def _check_capabilities(backend: ExecBackend, described: frozenset[Capabil
         proc, _ = await _started(backend, ExecRequest(["sleep", "100"]))
         async with proc:
             await proc.interrupt()
-            with trio.fail_after(10):
-                state = await proc.wait()
+            state = await _ended(proc, "interrupt declared, but sleep went on")
         assert state.exit_code == 130, f"interrupt declared, but sleep ended {state}"
 
 
