@@ -1,31 +1,42 @@
-"""Our exec-server against the real codex exec-server 0.169.0, in one run.
+"""Our exec-server against the real codex exec-server (0.171.0 and 0.169.0), in one run.
 
-    python benchmarks/remote.py            # full run
-    python benchmarks/remote.py --quick    # smoke test
+    python benchmarks/remote.py            # full run (about 6 minutes on 2 cores)
+    python benchmarks/remote.py --quick    # smoke test (well under a minute)
 
-Both servers are driven by the same client (RemoteExecBackend) over the same
-transport, alternating run by run, so the ratio ours/codex is what matters:
+Every server is driven by the same client (RemoteExecBackend) over the same transport
+(stdio and websocket). Each server is started once and one backend per server and
+transport stays connected for the whole run, so start-up costs are not measured.
+The work is interleaved round-robin (ours, codex 0.171.0, codex 0.169.0, ours, ...),
+and every figure is the median of the ratios ours/codex taken within each round, so
+drift on a shared machine hits both alike:
 
 - throughput: one ``head -c N /dev/zero`` streamed as process/output notifications
-  (pipes and tty), MiB/s, byte count checked;
-- spawn: process/start of /bin/true until closed, ms;
-- roundtrip: process/write of a 32-byte line to ``cat`` until its echo is back, µs.
+  until closed (pipes and tty), MiB/s; byte count and exit code checked;
+- spawn: process/start of /bin/true until closed, ms; exit code checked;
+- roundtrip: process/write of a 32-byte line to ``cat`` until its echo is back, µs;
+  the echoed bytes checked;
+- concurrency: 100 x ``/bin/echo hi`` started at once until all are closed, ms;
+  every exit code and output checked;
+- idle RSS: the websocket server's resident memory (with its child processes) after
+  one client ran a command and went away, MiB.
 
-Results go to benchmarks/results/remote.json.
+Results go to benchmarks/results/remote.json; a table is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +48,32 @@ from _stats import machine_info, summarize, versions
 MIB = 1 << 20
 ROOT = Path(__file__).resolve().parents[1]
 LINE = b"unified_exec round-trip probe!!\n"
+CODEX_VERSIONS = ("0.171.0", "0.169.0")
+TRANSPORTS = ("stdio", "ws")
+_READ_WAIT = 10.0  # s one read may wait before a round trip counts as lost
+_RUN_BOUND = 600.0  # s any one measured run may take
 
-Factory = Callable[[], AbstractAsyncContextManager[ue.RemoteExecBackend]]
+
+class BenchmarkError(Exception):
+    """The work was not done right (bytes, exit code, echo): no figure is taken."""
 
 
-def codex_binary() -> str:
+def codex_binary(version: str) -> str:
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "fetch-codex.sh")],
+        ["bash", str(ROOT / "scripts" / "fetch-codex.sh"), version],
         capture_output=True, text=True, check=True, timeout=900,
     )  # fmt: skip
     return done.stdout.strip().splitlines()[-1]
 
 
+def _check_state(what: str, state: ue.ProcessState) -> None:
+    if state.failure_message is not None or state.exit_code != 0:
+        raise BenchmarkError(f"{what}: {state}")
+
+
 @asynccontextmanager
-async def ws_server(argv: list[str], env: dict[str, str]) -> AsyncIterator[str]:
+async def ws_server(argv: list[str], env: dict[str, str]) -> AsyncIterator[tuple[str, int]]:
+    """Start a websocket server; yield (url it printed, pid)."""
     proc = await trio.lowlevel.open_process(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
     )
@@ -59,101 +82,311 @@ async def ws_server(argv: list[str], env: dict[str, str]) -> AsyncIterator[str]:
         first = b""
         with trio.fail_after(30):
             while b"\n" not in first:
-                first += await proc.stdout.receive_some(4096)
-        yield first.split(b"\n")[0].decode().strip()
+                data = await proc.stdout.receive_some(4096)
+                if not data:
+                    raise BenchmarkError(f"{argv[0]} exited before printing its URL")
+                first += data
+        yield first.split(b"\n")[0].decode().strip(), proc.pid
     finally:
         proc.terminate()
-        await proc.wait()
+        with trio.move_on_after(10):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
-async def throughput(factory: Factory, nbytes: int, tty: bool) -> float:
-    async with factory() as backend:
-        t0 = time.perf_counter()
-        total = 0
-        req = ue.ExecRequest(["head", "-c", str(nbytes), "/dev/zero"], tty=tty)
-        async with ue.open_process(backend, req) as proc:
-            async for event in proc.events():
-                if isinstance(event, ue.OutputEvent):
-                    total += len(event.data)
-        elapsed = time.perf_counter() - t0
-    assert total == nbytes, (total, nbytes)
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, MiB (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total_kib = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total_kib += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kib / 1024
+
+
+# -- the work -------------------------------------------------------------------------
+
+
+async def throughput(backend: ue.RemoteExecBackend, nbytes: int, tty: bool) -> float:
+    """MiB/s of ``head -c nbytes /dev/zero`` from process/start until closed."""
+    req = ue.ExecRequest(["head", "-c", str(nbytes), "/dev/zero"], tty=tty)
+    total = 0
+    t0 = time.perf_counter()
+    async with ue.open_process(backend, req) as proc:
+        async for event in proc.events():
+            if isinstance(event, ue.OutputEvent):
+                total += len(event.data)
+            elif isinstance(event, ue.LostEvent):
+                raise BenchmarkError(f"output lost: {event}")
+        state = await proc.wait()
+    elapsed = time.perf_counter() - t0
+    _check_state("head", state)
+    if total != nbytes:
+        raise BenchmarkError(f"head: got {total} bytes of {nbytes}")
     return nbytes / MIB / elapsed
 
 
-async def spawn(factory: Factory, iterations: int) -> list[float]:
-    out = []
-    async with factory() as backend:
-        for _ in range(iterations):
-            t0 = time.perf_counter()
-            async with ue.open_process(backend, ue.ExecRequest(["/bin/true"])) as proc:
-                await proc.wait()
-            out.append((time.perf_counter() - t0) * 1e3)
-    return out
+async def spawn(backend: ue.RemoteExecBackend) -> float:
+    """ms from process/start of /bin/true until it is closed."""
+    t0 = time.perf_counter()
+    async with ue.open_process(backend, ue.ExecRequest(["/bin/true"])) as proc:
+        state = await proc.wait()
+    elapsed = (time.perf_counter() - t0) * 1e3
+    _check_state("/bin/true", state)
+    return elapsed
 
 
-async def roundtrip(factory: Factory, trips: int) -> list[float]:
-    out = []
-    async with factory() as backend:
-        req = ue.ExecRequest(["cat"], pipe_stdin=True)
-        async with ue.open_process(backend, req) as proc:
-            cursor = 0
-            for _ in range(trips):
-                t0 = time.perf_counter()
-                await proc.write(LINE)
-                got = b""
-                while len(got) < len(LINE):
-                    res = await proc.read(after_seq=cursor, wait=5)
-                    cursor = res.next_seq - 1
-                    got += b"".join(c.data for c in res.chunks)
-                out.append((time.perf_counter() - t0) * 1e6)
-            await proc.terminate()
-    return out
+class Echo:
+    """One long-lived ``cat`` per backend: trip() is one 32-byte round trip."""
+
+    def __init__(self, proc: ue.UnifiedExecProcess) -> None:
+        self.proc = proc
+        self.cursor = 0
+
+    async def trip(self) -> float:
+        t0 = time.perf_counter()
+        status = await self.proc.write(LINE)
+        if status is not ue.WriteStatus.ACCEPTED:
+            raise BenchmarkError(f"write: {status}")
+        got = b""
+        while len(got) < len(LINE):
+            res = await self.proc.read(after_seq=self.cursor, wait=_READ_WAIT)
+            if not res.chunks:
+                raise BenchmarkError("round trip: no echo")
+            self.cursor = res.cursor
+            got += b"".join(c.data for c in res.chunks)
+        elapsed = (time.perf_counter() - t0) * 1e6
+        if got != LINE:
+            raise BenchmarkError(f"round trip: echoed {got!r}")
+        return elapsed
+
+
+async def concurrency(backend: ue.RemoteExecBackend, count: int) -> float:
+    """ms until ``count`` x ``/bin/echo hi`` started at once are all closed."""
+    results: list[tuple[ue.ProcessState, bytes]] = []
+
+    async def one() -> None:
+        out = bytearray()
+        async with ue.open_process(backend, ue.ExecRequest(["/bin/echo", "hi"])) as proc:
+            async for event in proc.events():
+                if isinstance(event, ue.OutputEvent):
+                    out += event.data
+            state = await proc.wait()
+        results.append((state, bytes(out)))
+
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(one)
+    elapsed = (time.perf_counter() - t0) * 1e3
+    if len(results) != count:
+        raise BenchmarkError(f"{len(results)} of {count} echo processes finished")
+    for state, out in results:
+        _check_state("echo", state)
+        if out != b"hi\n":
+            raise BenchmarkError(f"echo printed {out!r}")
+    return elapsed
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+class Samples:
+    """Per figure and server: samples, and rounds (one sample of every server)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, list[float]]] = {}
+        self.rounds: dict[str, list[dict[str, float]]] = {}
+
+    def add_round(self, figure: str, got: dict[str, float]) -> None:
+        self.rounds.setdefault(figure, []).append(got)
+        for name, value in got.items():
+            self.values.setdefault(figure, {}).setdefault(name, []).append(value)
+
+
+async def _timed(what: str, job: Callable[[], Awaitable[float]]) -> float:
+    with trio.fail_after(_RUN_BOUND):
+        try:
+            return await job()
+        except trio.TooSlowError:
+            raise
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"{what}: {exc}") from None
+
+
+async def round_robin(
+    samples: Samples,
+    figure: str,
+    backends: dict[str, ue.RemoteExecBackend],
+    job: Callable[[str, ue.RemoteExecBackend], Awaitable[float]],
+    rounds: int,
+    block: int = 1,
+) -> None:
+    """``rounds`` rounds; in each, every server does ``block`` jobs in turn (median)."""
+    order = list(backends)
+    for r in range(rounds):
+        got: dict[str, list[float]] = {name: [] for name in order}
+        # Rotate who goes first, so none always runs right after another's tail.
+        turn = order[r % len(order) :] + order[: r % len(order)]
+        for _ in range(block):
+            for name in turn:
+                run = functools.partial(job, name, backends[name])
+                got[name].append(await _timed(f"{figure}/{name}", run))
+        samples.add_round(figure, {n: statistics.median(v) for n, v in got.items()})
+
+
+async def idle_rss(argv: list[str], env: dict[str, str], settle: float) -> tuple[float, float]:
+    """(fresh, after one client) resident MiB of a websocket server and its children."""
+    async with ws_server(argv, env) as (url, pid):
+        await trio.sleep(settle)
+        fresh = tree_rss_mib(pid)
+        async with (
+            ue.RemoteExecBackend.connect(url) as backend,
+            ue.open_process(backend, ue.ExecRequest(["/bin/true"])) as proc,
+        ):
+            _check_state("/bin/true", await proc.wait())
+        await trio.sleep(settle)
+        return fresh, tree_rss_mib(pid)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    codex = codex_binary()
+    binaries = {v: codex_binary(v) for v in args.codex}
     home = tempfile.mkdtemp(prefix="codex-home-")
     codex_env = {**os.environ, "CODEX_HOME": home}
+    ours_env = dict(os.environ)
     ours = [sys.executable, "-m", "unified_exec", "serve"]
-    results: dict[str, Any] = {}
-    async with (
-        ws_server([*ours, "--listen", "ws://127.0.0.1:0"], dict(os.environ)) as ours_url,
-        ws_server([codex, "exec-server", "--listen", "ws://127.0.0.1:0"], codex_env) as cx_url,
-    ):
-        servers: dict[str, Factory] = {
-            "ours_stdio": lambda: ue.RemoteExecBackend.connect_stdio([*ours, "--listen", "stdio"]),
-            "codex_stdio": lambda: ue.RemoteExecBackend.connect_stdio(
-                [codex, "exec-server", "--listen", "stdio"], env=codex_env
-            ),
-            "ours_ws": lambda: ue.RemoteExecBackend.connect(ours_url),
-            "codex_ws": lambda: ue.RemoteExecBackend.connect(cx_url),
-        }
-        samples: dict[str, list[float]] = {}
-        for _ in range(args.runs):  # alternate servers run by run
-            for name, factory in servers.items():
-                for tty in (False, True):
-                    size = args.bytes if not tty else args.bytes // 4
-                    key = f"throughput_{'tty' if tty else 'pipe'}/{name}"
-                    samples.setdefault(key, []).append(await throughput(factory, size, tty))
-        for name, factory in servers.items():
-            samples[f"spawn/{name}"] = await spawn(factory, args.spawns)
-            samples[f"roundtrip/{name}"] = await roundtrip(factory, args.trips)
-        for key, values in samples.items():
-            results[key] = summarize(values)
-    ratios = {}
-    for key in results:
-        metric, name = key.split("/")
-        if name.startswith("ours"):
-            other = f"{metric}/codex{name[4:]}"
-            ratios[f"{metric}/{name[5:]}: ours/codex"] = (
-                results[key]["median"] / results[other]["median"]
+    servers: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
+        "ours": (ours, ours_env, ["--ws-auth", "none"]),
+        **{f"codex-{v}": ([b, "exec-server"], codex_env, []) for v, b in binaries.items()},
+    }
+    samples = Samples()
+    t_start = time.perf_counter()
+    async with AsyncExitStack() as stack:
+        by_transport: dict[str, dict[str, ue.RemoteExecBackend]] = {t: {} for t in TRANSPORTS}
+        for name, (argv, env, ws_flags) in servers.items():
+            url, _pid = await stack.enter_async_context(
+                ws_server([*argv, "--listen", "ws://127.0.0.1:0", *ws_flags], env)
             )
+            by_transport["ws"][name] = await stack.enter_async_context(
+                ue.RemoteExecBackend.connect(url)
+            )
+            by_transport["stdio"][name] = await stack.enter_async_context(
+                ue.RemoteExecBackend.connect_stdio([*argv, "--listen", "stdio"], env=env)
+            )
+        for backends in by_transport.values():
+            for backend in backends.values():  # warm-up: imports, first spawn
+                await spawn(backend)
+                await throughput(backend, MIB, tty=False)
+        for transport, backends in by_transport.items():
+            for tty in (False, True):
+                nbytes = args.tty_bytes if tty else args.bytes
+                figure = f"throughput_{'tty' if tty else 'pipe'}/{transport}"
+
+                async def tp(_n: str, b: ue.RemoteExecBackend, nb: int = nbytes, t: bool = tty):
+                    return await throughput(b, nb, t)
+
+                await round_robin(samples, figure, backends, tp, args.runs)
+        for transport, backends in by_transport.items():
+
+            async def sp(_n: str, b: ue.RemoteExecBackend) -> float:
+                return await spawn(b)
+
+            await round_robin(samples, f"spawn/{transport}", backends, sp, args.spawns // 10, 10)
+        for transport, backends in by_transport.items():
+            echoes: dict[str, Echo] = {}
+            for name, backend in backends.items():
+                req = ue.ExecRequest(["cat"], pipe_stdin=True)
+                proc = await stack.enter_async_context(ue.open_process(backend, req))
+                echoes[name] = Echo(proc)
+                for _ in range(5):  # warm-up
+                    await echoes[name].trip()
+
+            async def rt(n: str, _b: Any, echoes: dict[str, Echo] = echoes) -> float:
+                return await echoes[n].trip()
+
+            await round_robin(samples, f"roundtrip/{transport}", backends, rt, args.trips // 10, 10)
+            for echo in echoes.values():
+                await echo.proc.terminate()
+        for transport, backends in by_transport.items():
+
+            async def cc(_n: str, b: ue.RemoteExecBackend) -> float:
+                return await concurrency(b, args.concurrency)
+
+            await round_robin(samples, f"concurrency/{transport}", backends, cc, args.rounds)
+    rss: dict[str, dict[str, float]] = {}
+    for name, (argv, env, ws_flags) in servers.items():
+        fresh, used = await idle_rss([*argv, "--listen", "ws://127.0.0.1:0", *ws_flags], env, 1.0)
+        rss[name] = {"fresh": fresh, "after_one_client": used}
+    total = time.perf_counter() - t_start
+    return report(args, samples, rss, total)
+
+
+HIGHER_IS_BETTER = {"throughput_pipe": True, "throughput_tty": True}
+UNITS = {"throughput_pipe": "MiB/s", "throughput_tty": "MiB/s", "spawn": "ms",
+         "roundtrip": "µs", "concurrency": "ms"}  # fmt: skip
+TARGETS = {  # ratio ours/codex (throughput: ours/codex of MiB/s, higher is better)
+    "throughput_pipe": ">= 3", "throughput_tty": ">= 1.5", "roundtrip": "<= 0.7",
+    "spawn": "<= 0.3", "concurrency": "<= 0.2", "idle_rss": "<= 1.0",
+}  # fmt: skip
+
+
+def report(
+    args: argparse.Namespace, samples: Samples, rss: dict[str, dict[str, float]], total: float
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    ratios: dict[str, Any] = {}
+    for figure, per_server in samples.values.items():
+        for name, values in per_server.items():
+            results[f"{figure}/{name}"] = summarize(values)
+        metric = figure.split("/")[0]
+        for codex in (n for n in per_server if n != "ours"):
+            per_round = [r["ours"] / r[codex] for r in samples.rounds[figure]]
+            ratios[f"{figure}: ours/{codex}"] = {
+                "median_of_round_ratios": statistics.median(per_round),
+                "ratio_of_medians": (
+                    statistics.median(per_server["ours"]) / statistics.median(per_server[codex])
+                ),
+                "round_ratios": per_round,
+                "unit": UNITS[metric],
+                "higher_is_better": HIGHER_IS_BETTER.get(metric, False),
+                "target": TARGETS[metric],
+            }
+    for codex in (n for n in rss if n != "ours"):
+        ratios[f"idle_rss/ws: ours/{codex}"] = {
+            "median_of_round_ratios": rss["ours"]["after_one_client"]
+            / rss[codex]["after_one_client"],
+            "fresh_ratio": rss["ours"]["fresh"] / rss[codex]["fresh"],
+            "unit": "MiB",
+            "higher_is_better": False,
+            "target": TARGETS["idle_rss"],
+        }
     return {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "versions": versions(),
         "settings": vars(args),
+        "seconds": round(total, 1),
         "results": results,
+        "idle_rss_mib": rss,
         "ratios": ratios,
     }
 
@@ -161,25 +394,35 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--bytes", type=int, default=None, help="bytes per throughput run")
-    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--bytes", type=int, default=None, help="bytes per pipe throughput run")
+    parser.add_argument("--tty-bytes", type=int, default=None, help="bytes per tty run")
+    parser.add_argument("--runs", type=int, default=None, help="throughput rounds")
     parser.add_argument("--spawns", type=int, default=None)
     parser.add_argument("--trips", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=None, help="concurrency rounds")
+    parser.add_argument("--codex", nargs="*", default=list(CODEX_VERSIONS))
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "remote.json"))
     args = parser.parse_args()
     quick = args.quick
-    args.bytes = args.bytes or (16 * MIB if quick else 64 * MIB)
+    args.bytes = args.bytes or (16 * MIB if quick else 256 * MIB)
+    args.tty_bytes = args.tty_bytes or (4 * MIB if quick else 256 * MIB)
     args.runs = args.runs or (1 if quick else 3)
     args.spawns = args.spawns or (10 if quick else 100)
-    args.trips = args.trips or (20 if quick else 200)
-    report = trio.run(main, args)
+    args.trips = args.trips or (20 if quick else 300)
+    args.rounds = args.rounds or (1 if quick else 5)
+    report_ = trio.run(main, args)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    for key, summary in report["results"].items():
+    Path(args.output).write_text(json.dumps(report_, indent=2) + "\n")
+    for key, summary in report_["results"].items():
         lo, hi = summary["min"], summary["max"]
-        print(f"{key:36s} median {summary['median']:10.2f}  min-max {lo:.2f}-{hi:.2f}")
-    for key, ratio in report["ratios"].items():
-        print(f"{key:36s} {ratio:6.2f}x")
+        print(f"{key:40s} median {summary['median']:10.2f}  min-max {lo:.2f}-{hi:.2f}")
+    for name, r in report_["idle_rss_mib"].items():
+        print(f"{'idle_rss/' + name:40s} fresh {r['fresh']:6.1f} MiB  after a client "
+              f"{r['after_one_client']:6.1f} MiB")  # fmt: skip
+    for key, r in report_["ratios"].items():
+        print(f"{key:48s} {r['median_of_round_ratios']:6.2f}x  (target {r['target']})")
+    print(f"total {report_['seconds']} s")
 
 
 if __name__ == "__main__":
