@@ -417,3 +417,24 @@ def test_dns_name_without_records_fails_clearly() -> None:
     assert done.returncode == 255, done.stderr
     assert "no exec-server found" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_good_specs_parse_to_what_the_pool_is_given() -> None:
+    from unified_exec.backends import DnsDiscovery
+    from unified_exec.term._backend import parse_pool_spec
+
+    listed = parse_pool_spec(" ws://10.0.0.5:7788, wss://exec.example:443 ")
+    assert listed.servers == ("ws://10.0.0.5:7788", "wss://exec.example:443")
+    assert str(listed) == "the pool ws://10.0.0.5:7788, wss://exec.example:443"
+    assert parse_pool_spec("dns:ue.ns.svc.cluster.local").servers == DnsDiscovery(
+        "ue.ns.svc.cluster.local", 8765
+    )
+    assert parse_pool_spec("dns:ue.ns.svc.cluster.local.:7788@10.96.0.10").servers == (
+        DnsDiscovery("ue.ns.svc.cluster.local.", 7788, nameserver="10.96.0.10")
+    )
+    assert parse_pool_spec("dns:ue.local@[::1]:5353").servers == DnsDiscovery(
+        "ue.local", 8765, nameserver="::1", nameserver_port=5353
+    )
+    assert parse_pool_spec("dns:ue.local@::1").servers == DnsDiscovery(
+        "ue.local", 8765, nameserver="::1", nameserver_port=53
+    )
