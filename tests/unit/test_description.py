@@ -16,14 +16,12 @@ from hypothesis import strategies as st
 import unified_exec as ue
 from unified_exec.backends._description import BASELINE_ENV, UNDESCRIBED
 
-env_keys = st.text(
-    st.characters(blacklist_characters="=\0", blacklist_categories=("Cs",)), min_size=1
-)
-env_values = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)))
+env_keys = st.text(st.characters(codec="utf-8", exclude_characters="=\0"), min_size=1)
+env_values = st.text(st.characters(codec="utf-8", exclude_characters="\0"))
 envs = st.dictionaries(env_keys, env_values, max_size=8)
-paths = st.none() | st.text(
-    st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20
-).map(lambda p: "/" + p)
+paths = st.none() | st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=20).map(
+    lambda p: "/" + p
+)
 texts = st.none() | st.text(min_size=1, max_size=10)
 caps = st.sets(st.sampled_from(list(ue.Capability)))
 
