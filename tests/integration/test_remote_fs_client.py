@@ -206,3 +206,26 @@ async def test_file_methods_over_stdio(tmp_path: pathlib.Path) -> None:
             assert [e.name for e in await be.read_directory(tmp_path)] == ["s.bin"]
         with pytest.raises(ue.InvalidRequestError, match="closed"):
             await be.read_file(tmp_path / "s.bin")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_answer_too_big_for_a_message_fails_the_call_not_the_session(
+    kind: str, tmp_path: pathlib.Path
+) -> None:
+    """/proc/kallsyms reports size 0 but holds megabytes: the size check passes, the
+    server's answer is over the client's message limit and the client drops the link.
+    The read is resent once after the resume, then fails; the session lives on."""
+    kallsyms = pathlib.Path("/proc/kallsyms")
+    assert kallsyms.stat().st_size == 0 and len(kallsyms.read_bytes()) > 2**20
+    limits = ue.Limits(max_message_bytes=1 << 20)
+    async with files(kind, tmp_path, limits=limits) as be:
+        proc = await ue.UnifiedExecProcess.start(be, ue.ExecRequest(argv=["cat"], pipe_stdin=True))
+        with pytest.raises(ue.TransportLostError):
+            await be.read_file("/proc/kallsyms")
+        assert be.resumes >= 1
+        await be.write_file(tmp_path / "after.txt", b"still here")
+        assert await be.read_file(tmp_path / "after.txt") == b"still here"
+        assert await proc.write(b"echo\n") is ue.WriteStatus.ACCEPTED
+        res = await proc.read(wait=5.0)
+        assert b"echo\n" in b"".join(c.data for c in res.chunks)
+        await proc.terminate()

@@ -24,8 +24,11 @@ Design, in one place:
   refuses data over the budget before sending; a listing over
   ``Limits.max_fs_dir_entries`` is refused.
 - **Retries**: what is safe to repeat (reads, writes, ``recursive`` mkdir,
-  ``force`` remove) is sent again if the link is cut and the session resumes; the
-  rest fails with ``TransportLostError`` rather than run twice.
+  ``force`` remove) is sent again, once, if the link is cut and the session resumes;
+  the rest fails with ``TransportLostError`` rather than run twice. (Once: a file
+  that reports a small size and then answers more than ``Limits.max_message_bytes``
+  — it grew, or it is a /proc file — makes the client drop the link; a second time
+  is the caller's ``TransportLostError``, and the session resumes as usual.)
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._errors import InvalidRequestError, RemoteProtocolError, RpcError
+from .._errors import InvalidRequestError, RemoteProtocolError, RpcError, TransportLostError
 from .._protocol import _jsonrpc as rpc
 from .._uri import file_uri, uri_path
 
@@ -167,10 +170,19 @@ class RemoteFileMethods:
         raise NotImplementedError
 
     async def _fs(self, method: str, path: str, params: dict[str, Any], *, retry: bool) -> Any:
-        try:
-            return await self._fs_link().call(method, params, retry=retry)
-        except RpcError as exc:
-            raise _fs_error(method, path, exc) from None
+        link = self._fs_link()
+        for attempt in (1, 2):
+            try:
+                return await link.call(method, params)
+            except RpcError as exc:
+                raise _fs_error(method, path, exc) from None
+            except TransportLostError:
+                # Sent again once, after the resume (``Link.call`` would keep resending:
+                # an answer too big for a message, from a file that grew or that
+                # reports no size, as /proc files do, would then cut the link forever).
+                if not retry or attempt == 2 or link.lost is not None:
+                    raise
+        raise AssertionError("unreachable")
 
     @property
     def _fs_limits(self) -> Limits:
