@@ -160,3 +160,23 @@ async def test_pool_description_is_what_members_agree_on(tmp_path: pathlib.Path)
             await by_server[ours].close_stdin()  # type: ignore[attr-defined]
             for h in handles:
                 await h.terminate()
+
+
+async def test_pool_of_agreeing_members_keeps_their_facts(tmp_path: pathlib.Path) -> None:
+    with trio.fail_after(120):
+        async with (
+            served("ours", tmp_path, host="127.0.0.23") as (one, _),
+            served("ours", tmp_path, host="127.0.0.24") as (two, _),
+            ue.PoolBackend.connect([one, two], wait_for=2, health_interval=0.3) as pool,
+        ):
+            desc = pool.description
+            assert (desc.location, desc.cwd, desc.home) == (
+                ue.Location.POOL, str(tmp_path), str(tmp_path / "home"))  # fmt: skip
+            assert desc.capabilities == OURS_CAPS
+            assert dict(desc.default_env) == {**BASELINE_ENV, "HOME": str(tmp_path / "home")}
+            req = ue.ExecRequest(argv=["sh", "-c", "cat; pwd"], pipe_stdin=True)
+            async with ue.open_process(pool, req) as proc:
+                await proc.close_stdin()  # declared by the pool's handle: it works
+                assert (await proc.wait()).exit_code == 0
+                res = await proc.read()
+                assert b"".join(c.data for c in res.chunks) == f"{tmp_path}\n".encode()

@@ -117,6 +117,23 @@ class RemoteExecBackend(RemoteFileMethods):
         """How many times this backend resumed its session after a dropped link."""
         return self._link.resumes if self._link else 0
 
+    async def status(self, *, timeout: float | None = None) -> EnvironmentStatus:
+        """Ask the server ``environment/status`` (what the codex client calls to
+        check an executor's health). ``timeout`` (default: the request timeout) bounds
+        the whole call, a wait for a link being resumed included: ExecTimeoutError."""
+        link = self._fs_link()
+        limit = self._request_timeout
+        if timeout is not None:
+            limit = check_duration("timeout", timeout) or 0.0
+        started = trio.current_time()
+        with trio.move_on_after(limit):
+            result = await link.call("environment/status", None, timeout=limit)
+            status = result.get("status") if isinstance(result, dict) else None
+            if not isinstance(status, str):
+                raise RemoteProtocolError(f"environment/status answered {result!r}")
+            return EnvironmentStatus(status, trio.current_time() - started)
+        raise ExecTimeoutError(f"exec-server did not answer environment/status within {limit:g} s")
+
     # -- construction ------------------------------------------------------------------
 
     @classmethod
@@ -264,23 +281,6 @@ class RemoteExecBackend(RemoteFileMethods):
         if self._link is None:
             raise TransportLostError("not connected")
         return await self._link.call(method, params, timeout=timeout)
-
-    async def status(self, *, timeout: float | None = None) -> EnvironmentStatus:
-        """Ask the server ``environment/status`` (what the codex client calls to
-        check an executor's health). ``timeout`` (default: the request timeout) bounds
-        the whole call, a wait for a link being resumed included: ExecTimeoutError."""
-        link = self._fs_link()
-        limit = self._request_timeout
-        if timeout is not None:
-            limit = check_duration("timeout", timeout) or 0.0
-        started = trio.current_time()
-        with trio.move_on_after(limit):
-            result = await link.call("environment/status", None, timeout=limit)
-            status = result.get("status") if isinstance(result, dict) else None
-            if not isinstance(status, str):
-                raise RemoteProtocolError(f"environment/status answered {result!r}")
-            return EnvironmentStatus(status, trio.current_time() - started)
-        raise ExecTimeoutError(f"exec-server did not answer environment/status within {limit:g} s")
 
     def _fs_link(self) -> Link:
         if self._link is None:
