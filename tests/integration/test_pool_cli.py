@@ -62,14 +62,17 @@ def _token_file(tmp_path: Path) -> str:
     return str(path)
 
 
-def _serve(name: str, token_file: str, host: str = "127.0.0.1", port: int = 0) -> Server | None:
-    """A ``unified-exec serve`` child with ``UE_WHO=name``; None if it could not bind."""
+def _serve(
+    name: str, token_file: str, host: str = "127.0.0.1", port: int = 0, cwd: Path | None = None
+) -> Server | None:
+    """A ``unified-exec serve`` child with ``UE_WHO=name`` (in ``cwd``); None if it
+    could not bind."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "unified_exec", "serve", "--listen", f"ws://{host}:{port}",
          "--ws-auth", "capability-token", "--ws-token-file", token_file,
          "--log-level", "ERROR"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        env=dict(os.environ, UE_WHO=name), start_new_session=True,
+        env=dict(os.environ, UE_WHO=name), start_new_session=True, cwd=cwd,
     )  # fmt: skip
     assert proc.stdout is not None
     url = proc.stdout.readline().decode().strip()
@@ -98,11 +101,13 @@ def token_file(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def servers(token_file: str) -> Iterator[list[Server]]:
+def servers(token_file: str, tmp_path: Path) -> Iterator[list[Server]]:
+    """Servers a, b, c, each in its own working directory ``tmp_path/NAME``."""
     started: list[Server] = []
     try:
         for name in ("a", "b", "c"):
-            server = _serve(name, token_file)
+            (tmp_path / name).mkdir()
+            server = _serve(name, token_file, cwd=tmp_path / name)
             assert server is not None, f"server {name} did not start"
             started.append(server)
         yield started
@@ -171,7 +176,7 @@ async def _wait_marked(marker: str, count: int) -> list[int]:
 
 
 async def test_mcp_pool_spreads_commands_and_closing_ends_them(
-    servers: list[Server], token_file: str
+    servers: list[Server], token_file: str, tmp_path: Path
 ) -> None:
     marker = new_marker()
     server_pids = {s.proc.pid for s in servers}
@@ -189,14 +194,18 @@ async def test_mcp_pool_spreads_commands_and_closing_ends_them(
             assert parents <= server_pids
             assert len(parents) >= 2
 
-            for i in range(3):  # short commands: output and exit codes come back
-                done = await session.call_tool(
-                    "exec_command", {"cmd": f"echo out-$((40+{i})); exit {i}",
+            for i in range(3):  # short commands: output, exit codes and the default
+                done = await session.call_tool(  # cwd (the member's own) come back
+                    "exec_command", {"cmd": f"{WHO}; pwd; echo out-$((40+{i})); exit {i}",
                                      "yield_time_ms": 10_000},
                 )  # fmt: skip
+                text = text_of(done)
                 assert not done.is_error
-                assert f"out-{40 + i}" in text_of(done), text_of(done)
-                assert f"Process exited with code {i}" in text_of(done), text_of(done)
+                assert f"out-{40 + i}" in text, text
+                assert f"Process exited with code {i}" in text, text
+                where = re.search(r"who=(\w+)\n(.*)\n", text)
+                assert where, text
+                assert where.group(2) == str(tmp_path / where.group(1))
         # Closing the MCP session terminates every process it started on every server.
         assert await wait_no_marked(marker) == []
     assert all(s.proc.poll() is None for s in servers)  # the servers keep running
@@ -206,20 +215,19 @@ async def test_mcp_pool_spreads_commands_and_closing_ends_them(
 
 
 def test_exec_pool_runs_on_a_member_and_passes_its_exit_code(
-    servers: list[Server], token_file: str
+    servers: list[Server], token_file: str, tmp_path: Path
 ) -> None:
-    seen: set[str] = set()
-    for _ in range(2):
-        done = _exec(
-            "--pool", _pool_arg(servers), "--token-file", token_file,
-            "--", "sh", "-c", f"{WHO}; echo oops >&2; exit 3",
-        )  # fmt: skip
-        assert done.returncode == 3, done.stderr
-        match = re.fullmatch(r"who=([abc])\n", done.stdout)
-        assert match, (done.stdout, done.stderr)
-        seen.add(match.group(1))
-        assert "oops" in done.stderr and "oops" not in done.stdout
-    assert seen <= {"a", "b", "c"}
+    """The command runs on one member, in that member's own working directory (the
+    members disagree, so the pool names none and each server uses its own)."""
+    done = _exec(
+        "--pool", _pool_arg(servers), "--token-file", token_file,
+        "--", "sh", "-c", f"{WHO}; pwd; echo oops >&2; exit 3",
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    match = re.fullmatch(r"who=([abc])\n(.*)\n", done.stdout)
+    assert match, (done.stdout, done.stderr)
+    assert match.group(2) == str(tmp_path / match.group(1))
+    assert "oops" in done.stderr and "oops" not in done.stdout
 
 
 def test_exec_pool_token_from_the_environment_and_a_wrong_one(
