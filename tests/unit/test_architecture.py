@@ -234,7 +234,8 @@ def test_no_module_is_too_long() -> None:
 _SPAN = re.compile(r"`([^`\n]+)`")
 _DOTTED = re.compile(r"\bunified_exec(?:\.\w+)+")
 _SRC_PATH = re.compile(r"\bsrc/unified_exec(?:/[\w.]+)*/?")
-_REL_PATH = re.compile(r"^(?:[\w.]+/)+(?:[\w.]+\.\w+)?$|^[\w]+\.py$")
+# `backends/`, `server/_cli.py`, `_log.py`, `tests/unit/x.py`; not `process/read`
+_REL_PATH = re.compile(r"^(?:\w+/)+(?:\w+\.(?:py|md))?$|^\w+\.py$")
 
 
 def _cited() -> tuple[set[str], set[str]]:
