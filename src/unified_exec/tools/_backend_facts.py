@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 from typing import Final
 
+from .._errors import InvalidRequestError
 from ..backends._description import BackendDescription, Location
 
-__all__ = ["FALLBACK_SHELL", "base_env", "default_cwd", "default_shell"]
+__all__ = ["FALLBACK_SHELL", "base_env", "default_cwd", "default_shell", "resolve_workdir"]
 
 FALLBACK_SHELL: Final = "/bin/bash"
 
@@ -43,3 +44,16 @@ def base_env(description: BackendDescription) -> dict[str, str]:
 
 def default_shell(description: BackendDescription) -> str:
     return description.shell or FALLBACK_SHELL
+
+
+def resolve_workdir(cwd: str | None, workdir: str | None) -> str | None:
+    """``workdir`` against the session default ``cwd`` (None: the backend's own
+    directory, which we do not know, so a relative workdir cannot be resolved)."""
+    if not workdir:
+        return cwd
+    if cwd is None and not os.path.isabs(workdir):
+        raise InvalidRequestError(
+            f"workdir {workdir!r} is relative and this backend does not say its "
+            "working directory: give an absolute workdir"
+        )
+    return os.path.normpath(os.path.join(cwd or "/", workdir))

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ["UNIFIED_EXEC_ENV", "apply_unified_exec_env"]
+from .._request import FrozenEnv, _to_env
+
+__all__ = ["UNIFIED_EXEC_ENV", "apply_unified_exec_env", "checked_env"]
 
 UNIFIED_EXEC_ENV: Mapping[str, str] = MappingProxyType(
     {
@@ -31,3 +33,12 @@ def apply_unified_exec_env(
     env = dict(base)
     env.update(forced)
     return env
+
+
+def checked_env(base: Mapping[str, str], forced: Mapping[str, str]) -> FrozenEnv:
+    """``base`` with ``forced`` over it, as the FrozenEnv an ExecRequest keeps as is.
+
+    Each part is checked once, like a request's env: a FrozenEnv (a backend's
+    described ``default_env``) already was, so a call pays only for what it adds.
+    """
+    return FrozenEnv(apply_unified_exec_env(_to_env(base) or {}, _to_env(forced) or {}))

@@ -33,14 +33,14 @@ from .._errors import (
 )
 from .._events import WriteStatus
 from .._process import UnifiedExecProcess
-from .._request import ExecRequest
+from .._request import ExecRequest, FrozenEnv
 from .._state import ProcessState
 from .._validate import check_duration, check_size
 from ..backends._base import ExecBackend
-from ..backends._description import describe_backend
-from ._backend_facts import base_env, default_cwd, default_shell
+from ..backends._description import BackendDescription, describe_backend
+from ._backend_facts import default_cwd, default_shell, resolve_workdir
 from ._calls import check_text, handle_tool_call
-from ._env import UNIFIED_EXEC_ENV, apply_unified_exec_env
+from ._env import UNIFIED_EXEC_ENV, checked_env
 from ._output import EndReason, ExecCommandOutput
 from ._sessions import PROTECTED_RECENT, Session, SessionIds, session_to_prune
 from ._specs import tool_specs
@@ -276,34 +276,28 @@ class UnifiedExecManager:
 
     # -- the two tools ------------------------------------------------------------------
 
-    def _base_env(self) -> dict[str, str]:
+    def _request_env(self, where: BackendDescription | None) -> FrozenEnv:
         if self._env is not None:
-            return dict(self._env)
-        return base_env(describe_backend(self.backend))
-
-    def _shell(self, shell: str | None) -> str:
-        return shell or self._default_shell or default_shell(describe_backend(self.backend))
+            return checked_env(self._env, self.forced_env)
+        return checked_env((where or describe_backend(self.backend)).default_env, self.forced_env)
 
     def command_argv(
         self, cmd: str, *, shell: str | None = None, login: bool | None = None
     ) -> list[str]:
         """``[shell, "-lc" | "-c", cmd]``, as Codex derives it."""
+        return self._argv(cmd, shell, login, None)
+
+    def _argv(
+        self, cmd: str, shell: str | None, login: bool | None, where: BackendDescription | None
+    ) -> list[str]:
         if login and not self.allow_login_shell:
             raise InvalidRequestError(
                 "login shell is disabled by config; omit `login` or set it to false."
             )
         use_login = self.allow_login_shell if login is None else login
-        return [self._shell(shell), "-lc" if use_login else "-c", cmd]
-
-    def _workdir(self, workdir: str | None) -> str | None:
-        if not workdir:
-            return self.cwd
-        if self.cwd is None and not os.path.isabs(workdir):
-            raise InvalidRequestError(
-                f"workdir {workdir!r} is relative and this backend does not say its "
-                "working directory: give an absolute workdir"
-            )
-        return os.path.normpath(os.path.join(self.cwd or "/", workdir))
+        shell = shell or self._default_shell
+        shell = shell or default_shell(where or describe_backend(self.backend))
+        return [shell, "-lc" if use_login else "-c", cmd]
 
     def _max_tokens(self, max_output_tokens: int | None) -> int:
         tokens = DEFAULT_MAX_OUTPUT_TOKENS if max_output_tokens is None else max_output_tokens
@@ -345,13 +339,17 @@ class UnifiedExecManager:
         check_duration("quiet_ms", quiet_ms, allow_none=True)
         start = trio.current_time()
         tokens = self._max_tokens(max_output_tokens)
-        argv = self.command_argv(cmd, shell=shell, login=login)
+        # One reading of the description per call, and none when nothing needs it.
+        needed = self._env is None or not (shell or self._default_shell)
+        where = describe_backend(self.backend) if needed else None
+        argv = self._argv(cmd, shell, login, where)
+        env = self._request_env(where)
         session_id = self._ids.allocate()
         try:
             request = ExecRequest(
                 argv=argv,
-                cwd=self._workdir(workdir),
-                env=apply_unified_exec_env(self._base_env(), self.forced_env),
+                cwd=resolve_workdir(self.cwd, workdir),
+                env=env,
                 tty=tty,
                 pipe_stdin=pipe_stdin and not tty,
                 # Unique per spawn: exec-servers keep a closed id for a while, and
