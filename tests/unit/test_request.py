@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 from typing import Any
 
 import attrs
@@ -198,7 +199,11 @@ BAD: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), BAD, ids=[repr(k) for k, _ in BAD])
+# ids without object addresses: every pytest-xdist worker must collect the same names
+IDS = [re.sub(r" at 0x[0-9a-f]+", "", repr(k)) for k, _ in BAD]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), BAD, ids=IDS)
 def test_bad_input_is_rejected(kwargs: dict[str, Any], message: str) -> None:
     """Each bad field gets InvalidRequestError with a message naming the field."""
     kwargs = {"argv": ["ls"], **kwargs}
