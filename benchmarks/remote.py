@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LINE = b"unified_exec round-trip probe!!\n"
 CODEX_VERSIONS = ("0.171.0", "0.169.0")
 TRANSPORTS = ("stdio", "ws")
+FIGURES = ("throughput_pipe", "throughput_tty", "spawn", "roundtrip", "concurrency", "idle_rss")
 _READ_WAIT = 10.0  # s one read may wait before a round trip counts as lost
 _RUN_BOUND = 600.0  # s any one measured run may take
 
@@ -298,6 +299,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await throughput(backend, MIB, tty=False)
         for transport, backends in by_transport.items():
             for tty in (False, True):
+                if f"throughput_{'tty' if tty else 'pipe'}" not in args.figures:
+                    continue
                 nbytes = args.tty_bytes if tty else args.bytes
                 figure = f"throughput_{'tty' if tty else 'pipe'}/{transport}"
 
@@ -306,12 +309,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
                 await round_robin(samples, figure, backends, tp, args.runs)
         for transport, backends in by_transport.items():
+            if "spawn" not in args.figures:
+                break
 
             async def sp(_n: str, b: ue.RemoteExecBackend) -> float:
                 return await spawn(b)
 
             await round_robin(samples, f"spawn/{transport}", backends, sp, args.spawns // 10, 10)
         for transport, backends in by_transport.items():
+            if "roundtrip" not in args.figures:
+                break
             echoes: dict[str, Echo] = {}
             for name, backend in backends.items():
                 req = ue.ExecRequest(["cat"], pipe_stdin=True)
@@ -327,6 +334,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for echo in echoes.values():
                 await echo.proc.terminate()
         for transport, backends in by_transport.items():
+            if "concurrency" not in args.figures:
+                break
 
             async def cc(_n: str, b: ue.RemoteExecBackend) -> float:
                 return await concurrency(b, args.concurrency)
@@ -334,6 +343,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await round_robin(samples, f"concurrency/{transport}", backends, cc, args.rounds)
     rss: dict[str, dict[str, float]] = {}
     for name, (argv, env, ws_flags) in servers.items():
+        if "idle_rss" not in args.figures:
+            break
         fresh, used = await idle_rss([*argv, "--listen", "ws://127.0.0.1:0", *ws_flags], env, 1.0)
         rss[name] = {"fresh": fresh, "after_one_client": used}
     total = time.perf_counter() - t_start
@@ -402,6 +413,7 @@ def cli() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=None, help="concurrency rounds")
     parser.add_argument("--codex", nargs="*", default=list(CODEX_VERSIONS))
+    parser.add_argument("--figures", nargs="*", default=list(FIGURES), choices=FIGURES)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "remote.json"))
     args = parser.parse_args()
     quick = args.quick

