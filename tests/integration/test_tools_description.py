@@ -36,6 +36,8 @@ from unified_exec.mcp_server._tools import build_server
 from unified_exec.testing import check_backend
 from unified_exec.tools import open_manager
 
+from .._support import announced_server, fetch_codex
+
 OPTIONS: dict[str, Any] = {"allow_login_shell": False, "deterministic_ids": True}
 
 
@@ -296,3 +298,45 @@ async def test_a_pool_of_different_dirs_runs_each_in_its_servers_own(tmp_path: P
     assert {o.output.strip() for o in outs} == {str(d) for d in dirs}  # both took work
     assert "relative" in refused and "absolute workdir" in refused, refused
     assert absolute.output.strip() == str(tmp_path)
+
+
+# -- declared, not probed: close-stdin in `unified-exec exec -i` ------------------------
+
+
+async def _exec_i(url: str, stdin: bytes, *argv: str) -> subprocess.CompletedProcess[bytes]:
+    cmd = [sys.executable, "-m", "unified_exec", "exec", "--server", url, "-i", "--", *argv]
+    with trio.fail_after(60):
+        return await trio.run_process(
+            cmd, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+        )
+
+
+async def test_exec_i_closes_stdin_where_the_server_declares_it(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        url = await _serve_in(tmp_path, nursery)
+        assert ue.Capability.CLOSE_STDIN in await _capabilities(url)
+        done = await _exec_i(url, b"a\nb\n", "wc", "-l")
+        nursery.cancel_scope.cancel()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == b"2" and b"stays open" not in done.stderr
+
+
+async def test_exec_i_says_so_where_the_server_cannot_close_stdin(tmp_path: Path) -> None:
+    """codex 0.169.0 has no process/closeStdin: EOF here cannot reach the command, and
+    the client says so instead of leaving the user to wonder why it waits."""
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    argv = [fetch_codex("0.169.0"), "exec-server", "--listen", "ws://127.0.0.1:0"]
+    async with announced_server(argv, {**os.environ, "CODEX_HOME": str(home)}) as url:
+        assert ue.Capability.CLOSE_STDIN not in await _capabilities(url)
+        done = await _exec_i(url, b"hi\n", "sh", "-c", "read x; echo got:$x; sleep 1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"got:hi\n"
+    assert b"cannot close a process's stdin" in done.stderr, done.stderr
+    assert b"the command's stdin stays open" in done.stderr
+
+
+async def _capabilities(url: str) -> frozenset[ue.Capability]:
+    with trio.fail_after(30):
+        async with ue.RemoteExecBackend.connect(url) as backend:
+            return ue.describe_backend(backend).capabilities

@@ -154,13 +154,21 @@ class _Run:
                     data = b""
                 if not data:
                     if not self.tty:
-                        with contextlib.suppress(UnifiedExecError):
-                            await proc.close_stdin()
+                        await self._end_stdin(proc)
                     return
                 try:
                     await proc.write(data)
                 except UnifiedExecError:
                     return
+
+    async def _end_stdin(self, proc: UnifiedExecProcess) -> None:
+        """EOF to the command, where its backend declares close-stdin; else say so."""
+        try:
+            await proc.close_stdin()
+        except InvalidRequestError as exc:  # not declared (codex 0.169 cannot)
+            _say(f"stdin ended, but {exc}: the command's stdin stays open")
+        except UnifiedExecError as exc:
+            logging.getLogger("unified_exec").debug("close_stdin: %r", exc)
 
     async def _signals(
         self,
