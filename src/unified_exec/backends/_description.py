@@ -65,7 +65,9 @@ class Location(enum.Enum):
 
 
 def _frozen_env(value: Mapping[str, str]) -> FrozenEnv:
-    """Any str -> str mapping, as a read-only FrozenEnv (checked like a request's env)."""
+    """Any str -> str mapping, as a read-only FrozenEnv checked like a request's env:
+    an ExecRequest keeps a FrozenEnv without checking it again, so every one we
+    make must already hold only what a request may."""
     if isinstance(value, FrozenEnv):
         return value
     if value is os.environ:  # valid by construction (putenv refuses NUL and "=")
