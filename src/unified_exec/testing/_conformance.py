@@ -2,6 +2,13 @@
 public API only, so the same suite runs against a local backend and against any
 exec-server (ours or codex). Checks run real commands; they assume a POSIX shell,
 coreutils and ``/tmp`` where the processes run.
+
+``description`` checks what a backend says about itself against what it does: a
+``description``, when present, is a well-formed ``BackendDescription`` (absolute
+cwd, str -> str env, hashable value) whose cwd, default env and shell hold for new
+processes; and every capability a handle declares works (``CLOSE_STDIN``: cat sees
+EOF; ``RESIZE``: stty reports the new size; ``INTERRUPT``: SIGINT ends sleep with
+130), while ``close_stdin()`` on a handle not declaring it is refused.
 """
 
 from __future__ import annotations
