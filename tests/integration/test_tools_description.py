@@ -270,8 +270,13 @@ async def test_a_pool_takes_the_cwd_its_members_agree_on(tmp_path: Path) -> None
                 assert ue.describe_backend(pool).location is ue.Location.POOL
                 assert mgr.cwd == str(same)
                 outs = [await mgr.exec_command("pwd") for _ in range(4)]
+            # ...and what the pool says of itself holds on it (check_backend).
+            passed = await check_backend(
+                lambda: ue.PoolBackend.connect(urls, wait_for=2), only=["description"]
+            )
         nursery.cancel_scope.cancel()
     assert {o.output.strip() for o in outs} == {str(same)}
+    assert passed == ["description"]
 
 
 async def test_a_pool_of_different_dirs_runs_each_in_its_servers_own(tmp_path: Path) -> None:
