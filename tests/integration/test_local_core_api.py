@@ -36,7 +36,11 @@ async def test_read_hands_back_the_cursor_to_pass_next() -> None:
 async def test_a_local_handle_declares_close_stdin() -> None:
     async with ue.LocalPtyBackend() as backend:
         handle = await backend.start(ue.ExecRequest(["true"]))
-        assert capabilities_of(handle) == {Capability.CLOSE_STDIN}
+        assert capabilities_of(handle) == {
+            Capability.CLOSE_STDIN,
+            Capability.RESIZE,
+            Capability.INTERRUPT,
+        }
         await handle.terminate()
 
 
