@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Final
@@ -24,6 +24,7 @@ from ._events import (
     FailedEvent,
     LostEvent,
     OutputEvent,
+    ProcessEvent,
     WriteStatus,
 )
 from ._log import EventLog, EvictedSeqs
@@ -98,9 +99,27 @@ class _Shared:
             self.log.append(FailedEvent(f"backend protocol error: {exc}"))
         self.changed.unpark_all()
 
+    def offer(self, event: ProcessEvent) -> bool:
+        """The backend's sink (see backends/_queue.py): take ``event`` now, in the
+        producer's task, unless the pump would have to hold it back."""
+        if (
+            isinstance(event, OutputEvent)
+            and not self.unthrottled
+            and self.log.would_evict_unseen(len(event.data))
+        ):
+            return False
+        self.append(event)
+        return True
+
     async def pump(self, handle: ProcessHandle) -> None:
         try:
-            async for event in handle.events():
+            events = handle.events()
+            # A backend that can hand events over in its own task saves one task
+            # switch per event; what the sink refuses still comes through here.
+            connect = getattr(events, "connect", None)
+            if connect is not None:
+                connect(self.offer)
+            async for event in events:
                 if isinstance(event, OutputEvent):
                     while not self.unthrottled and self.log.would_evict_unseen(len(event.data)):
                         await self.progress.park()
@@ -131,6 +150,11 @@ class UnifiedExecProcess:
         self._handle = handle
         self._shared = shared
         self._token = trio.lowlevel.current_trio_token()
+        # A local handle can read what its child has already written, right now, in
+        # the caller's task (as trio's own receive_some tries os.read before it
+        # waits): a read that would wait then often has its answer without a task
+        # switch. It reads only as its reader task would (room in the queue).
+        self._poll: Callable[[], None] | None = getattr(handle, "poll_output", None)
 
     @classmethod
     async def start(
@@ -262,6 +286,8 @@ class UnifiedExecProcess:
             raise InvalidRequestError(f"max_bytes must be None or an int >= 0, got {max_bytes!r}")
         wait = check_duration("wait", wait) or 0.0
         shared = self._shared
+        if wait > 0 and not shared.log.has_news(after_seq) and self._poll is not None:
+            self._poll()
         if wait > 0 and not shared.log.has_news(after_seq):
             with trio.move_on_after(wait):
                 while not shared.log.has_news(after_seq):
@@ -366,18 +392,24 @@ class EventStream:
         log = self._shared.log
         if self._token is None:
             self._token = log.add_cursor(self._cursor)
-        while True:
-            event = log.next_event(self._cursor)
-            if event is not None:
-                break
+        event = log.next_event(self._cursor)
+        parked = False
+        while event is None:
+            # Parking is the checkpoint (cancellation arrives here, before anything
+            # is taken), so a waiting reader costs one task switch per event.
             await self._shared.changed.park()
+            parked = True
+            event = log.next_event(self._cursor)
+        if not parked:
+            await trio.lowlevel.checkpoint()
+            # Ask again: retention may have moved on meanwhile (never to None).
+            event = log.next_event(self._cursor) or event
         if isinstance(event, FailedEvent | ClosedEvent):
             self._finish()
         else:
             self._cursor = event.last_seq if isinstance(event, LostEvent) else event.seq
             log.move_cursor(self._token, self._cursor)
             self._shared.progress.unpark_all()
-        await trio.lowlevel.checkpoint()
         return event
 
     def _finish(self) -> None:
