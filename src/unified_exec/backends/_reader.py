@@ -22,6 +22,13 @@ __all__ = ["OutputReader"]
 log = logging.getLogger("unified_exec.local")
 
 
+# One read asks for at most this much until a read comes back full: a bytes object
+# of read_size (256 KiB) is above glibc's mmap threshold, so os.read(fd, 256 KiB)
+# that returns 32 bytes costs an mmap, page faults and an mremap (30 µs against
+# 2 µs here). Once a read fills it, more is coming: the next one asks for the rest.
+_FIRST_READ = 64 * 1024
+
+
 class OutputReader:
     def __init__(self, readers: dict[Stream, int], queue: EventQueue, read_size: int) -> None:
         self.fds = dict(readers)  # ours; closed by close()
@@ -29,6 +36,7 @@ class OutputReader:
             os.set_blocking(fd, False)
         self._queue = queue
         self._read_size = read_size
+        self._pty = "pty" in self.fds
         self.eof: set[Stream] = set()  # streams whose read returned EOF (or EIO)
         self.label = ""
 
@@ -36,47 +44,67 @@ class OutputReader:
         return all(name in self.eof for name in self.fds)
 
     async def read_loop(self, name: Stream) -> None:
+        queue = self._queue
+        fd = self.fds[name]
         try:
             while name not in self.eof:
-                await self._queue.wait_room()
-                await trio.lowlevel.wait_readable(self.fds[name])
-                self.read_ready()
+                await queue.wait_room()
+                await trio.lowlevel.wait_readable(fd)
+                self.read_ready(name)
         finally:
-            self._queue.notify()  # a cancelled loop leaves eof as it was: the truth
+            queue.notify()  # a cancelled loop leaves eof as it was: the truth
 
-    def read_ready(self) -> None:
-        """Read every ready stream once, stdout before stderr.
+    def read_ready(self, upto: Stream | None = None) -> None:
+        """Read every ready stream once, stdout before stderr (up to ``upto``).
 
         Both pipes often turn readable in the same wake-up; reading them in a fixed
         order (rather than in whatever order trio runs the tasks) keeps
-        ``echo out; echo err >&2`` in the order it was written.
+        ``echo out; echo err >&2`` in the order it was written. So the task of a
+        stream reads the streams before it, then its own; the ones after it have
+        tasks of their own (that read this one first).
         """
         size = self._read_size
+        first = min(size, _FIRST_READ)
         for name, fd in self.fds.items():
-            if name in self.eof:
-                continue
-            # Coalesce what is already there (a PTY hands out ~4 KiB per read) into
-            # one event of up to read_size: fewer events, same bytes, same order.
-            parts: list[bytes] = []
-            got = 0
-            while got < size:
-                try:
-                    data = os.read(fd, size - got)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EIO:  # EIO: every PTY slave fd is closed
-                        log.warning("reading %s of %s failed: %s", name, self.label, exc)
-                    data = b""
-                if not data:
-                    self.eof.add(name)
-                    break
+            if name not in self.eof:
+                self._read_stream(name, fd, size, first)
+            if name == upto:
+                break
+
+    def _read_stream(self, name: Stream, fd: int, size: int, first: int) -> None:
+        # Take what is already there, up to read_size. A PTY hands out ~4 KiB per
+        # read, so its pieces are coalesced into one event (fewer events, same
+        # bytes, same order); a pipe read returns all there is, so a short one
+        # means the pipe is empty, and each read is an event of its own (joining
+        # 256 KiB would cost a copy and an allocation above the mmap threshold).
+        parts: list[bytes] = []
+        got = 0
+        want = first
+        while got < size:
+            try:
+                data = os.read(fd, want)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EIO:  # EIO: every PTY slave fd is closed
+                    log.warning("reading %s of %s failed: %s", name, self.label, exc)
+                data = b""
+            if not data:
+                self.eof.add(name)
+                break
+            got += len(data)
+            if self._pty:
                 parts.append(data)
-                got += len(data)
-            if parts:
-                self._queue.put_output(name, parts[0] if len(parts) == 1 else b"".join(parts))
-            if name in self.eof:
-                self._queue.notify()
+                want = min(size - got, _FIRST_READ)
+                continue
+            self._queue.put_output(name, data)
+            if len(data) < want:
+                break
+            want = size - got
+        if parts:
+            self._queue.put_output(name, parts[0] if len(parts) == 1 else b"".join(parts))
+        if name in self.eof:
+            self._queue.notify()
 
     def close(self) -> None:
         """Synchronous, so it also runs when the trio run is being torn down."""
