@@ -31,6 +31,21 @@ class StdinWriter:
         if not data:
             await trio.lowlevel.checkpoint()
             return WriteStatus.ACCEPTED
+        if not self._lock.locked():
+            # The usual case, nobody else writing: one non-blocking write, and one
+            # schedule point after it instead of the lock's and send_all's two. A
+            # cancelled caller writes nothing; once written, it is not cancelled.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            sent = self._write_now(stream, data)
+            if sent < 0 or sent == len(data):
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return WriteStatus.STDIN_CLOSED if sent < 0 else WriteStatus.ACCEPTED
+            # A full pipe: the rest waits in the lock's queue (nothing ran since the
+            # write, so nobody can take the lock before us and interleave).
+            data = data[sent:]
+        return await self._write_locked(stream, data)
+
+    async def _write_locked(self, stream: trio.lowlevel.FdStream, data: bytes) -> WriteStatus:
         async with self._lock:
             if self.shut or self._stream is not stream:
                 return WriteStatus.STDIN_CLOSED
@@ -45,6 +60,16 @@ class StdinWriter:
             if scope.cancelled_caught:
                 return WriteStatus.STDIN_CLOSED
         return WriteStatus.ACCEPTED
+
+    @staticmethod
+    def _write_now(stream: trio.lowlevel.FdStream, data: bytes) -> int:
+        """Bytes written without waiting (0 if the pipe is full), -1 if it is broken."""
+        try:
+            return os.write(stream.fileno(), data)
+        except BlockingIOError:
+            return 0
+        except OSError:  # EPIPE, EIO, EBADF: nobody will read it
+            return -1
 
     def cancel(self) -> None:
         """Make every pending and future write answer STDIN_CLOSED."""
