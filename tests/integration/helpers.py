@@ -6,6 +6,10 @@ import os
 
 import unified_exec as ue
 
+from .._support import alive
+
+__all__ = ["alive", "collect", "session_commands", "session_members", "sh"]
+
 
 def sh(script: str, **kw: object) -> ue.ExecRequest:
     return ue.ExecRequest(argv=["sh", "-c", script], **kw)  # type: ignore[arg-type]
@@ -20,16 +24,6 @@ async def collect(proc: ue.UnifiedExecProcess) -> tuple[dict[str, bytes], list[o
             out.setdefault(ev.stream, bytearray()).extend(ev.data)
         events.append(ev)
     return {k: bytes(v) for k, v in out.items()}, events
-
-
-def alive(pid: int) -> bool:
-    """True if pid is a live (non-zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
 
 
 def session_members(sid: int) -> set[int]:

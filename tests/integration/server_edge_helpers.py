@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -17,6 +16,13 @@ import wsproto
 import wsproto.events as wse
 
 import unified_exec as ue
+
+from .._support import embedded_server, host_port
+
+__all__ = [
+    "SERVE", "UPGRADE", "CliServer", "RawWs", "clean_env", "cli_server", "embedded",
+    "host_port", "http", "run_echo", "status_of",
+]  # fmt: skip
 
 SERVE = [sys.executable, "-m", "unified_exec", "serve"]
 
@@ -35,8 +41,7 @@ class CliServer:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, port = self.url.split("://", 1)[1].rsplit(":", 1)
-        return host.strip("[]"), int(port)
+        return host_port(self.url)
 
 
 @asynccontextmanager
@@ -84,17 +89,7 @@ async def cli_server(
             await proc.wait()
 
 
-@asynccontextmanager
-async def embedded(**kw: Any) -> AsyncIterator[str]:
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(functools.partial(ue.serve_exec_server, **kw))
-        yield url
-        nursery.cancel_scope.cancel()
-
-
-def host_port(url: str) -> tuple[str, int]:
-    host, port = url.split("://", 1)[1].rsplit(":", 1)
-    return host.strip("[]"), int(port)
+embedded = embedded_server  # our exec-server in this trio run
 
 
 async def http(url: str, request: bytes, *, timeout: float = 10) -> bytes:

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._cutproxy import parse_port
+from .._support import cmdline_pids, host_port, read_first_line, wait_until_none
 from ._mock_model import Item, MockModel
 from ._recording_proxy import RecordingProxy
 
@@ -63,15 +63,8 @@ async def exec_server(
         argv, stdout=-1, stderr=-1, env=env, cwd=str(cwd), start_new_session=True
     )
     assert proc.stdout is not None
-    buf = b""
     try:
-        with trio.fail_after(20):
-            while b"\n" not in buf:
-                data = await proc.stdout.receive_some(4096)
-                if not data:
-                    raise RuntimeError(f"{kind} exec-server exited before printing its URL")
-                buf += data
-        url = buf.split(b"\n", 1)[0].decode().strip()
+        url = await read_first_line(proc.stdout, f"the {kind} exec-server", 20)
         yield url, proc
     finally:
         if proc.returncode is None:
@@ -94,28 +87,10 @@ class TurnResult:
     leftover: list[str] = attrs.Factory(list)  # marked processes alive after the turn
 
 
-def _marked(marker: str) -> list[str]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmd and "pytest" not in cmd:
-            out.append(f"{entry}: {cmd}")
-    return out
-
-
 async def _wait_gone(marker: str, timeout: float = 10.0) -> list[str]:
     """Processes whose command line holds ``marker`` still alive ``timeout`` s after
     the turn ended (codex terminates what is left at the end of a turn)."""
-    with trio.move_on_after(timeout):
-        while _marked(marker):
-            await trio.sleep(0.1)
-    return _marked(marker)
+    return await wait_until_none(lambda: cmdline_pids(marker), timeout)
 
 
 async def run_turn(
@@ -142,7 +117,7 @@ async def run_turn(
         server_home = pathlib.Path(tempfile.mkdtemp(prefix="codex-server-home-", dir=cache))
         server_env = {**base_env, "CODEX_HOME": str(server_home)}
         async with exec_server(server, codex_bin, server_env, workdir, ours) as (url, sproc):
-            proxy = RecordingProxy(*parse_port(url))
+            proxy = RecordingProxy(*host_port(url))
             async with proxy.running():
                 env = {
                     **base_env,

@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from .._support import LINK_ERRORS, bridge, host_port, serving_tcp
+
 
 class CutProxy:
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
@@ -64,6 +66,7 @@ class CutProxy:
         self,
         src: trio.SocketStream,
         dst: trio.SocketStream,
+        *,
         scope: trio.CancelScope,
         up: bool = False,
     ) -> None:
@@ -76,41 +79,31 @@ class CutProxy:
                 if up:
                     self.bytes_up += len(data)
                 await dst.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except LINK_ERRORS:
             pass
         scope.cancel()
 
     async def _handle(self, client: trio.SocketStream) -> None:
-        if self._refusing:
-            await client.aclose()
-            return
-        self.accepted += 1
-        scope = trio.CancelScope()
-        self._links.add(scope)
-        try:
-            with scope:
-                upstream = await trio.open_tcp_stream(self._host, self._port)
-                async with upstream, trio.open_nursery() as nursery:
-                    nursery.start_soon(self._pump, client, upstream, scope, True)
-                    nursery.start_soon(self._pump, upstream, client, scope)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        finally:
-            self._links.discard(scope)
-            await client.aclose()
+        async with client:
+            if self._refusing:
+                return
+            self.accepted += 1
+            scope = trio.CancelScope()
+            self._links.add(scope)
+            try:
+                with scope:
+                    await bridge(
+                        client, self._host, self._port,
+                        functools.partial(self._pump, scope=scope, up=True),
+                        functools.partial(self._pump, scope=scope),
+                    )  # fmt: skip
+            finally:
+                self._links.discard(scope)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[CutProxy]:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                functools.partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
-            )
-            self.port = listeners[0].socket.getsockname()[1]
+        async with serving_tcp(self._handle) as self.port:
             yield self
-            nursery.cancel_scope.cancel()
 
 
-def parse_port(url: str) -> tuple[str, int]:
-    hostport = url.split("://", 1)[1].split("/", 1)[0]
-    host, port = hostport.rsplit(":", 1)
-    return host.strip("[]"), int(port)
+parse_port = host_port

@@ -15,7 +15,6 @@ Anything other than ``POST /responses`` (codex may ask for ``/models``) gets a 4
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +22,8 @@ from typing import Any
 
 import h11
 import trio
+
+from .._support import LINK_ERRORS, serving_tcp
 
 __all__ = [
     "MockModel",
@@ -187,17 +188,12 @@ class MockModel:
                 if conn.our_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
-        except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except (h11.ProtocolError, *LINK_ERRORS):
             return
         finally:
             await stream.aclose()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[MockModel]:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                functools.partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
-            )
-            self.port = listeners[0].socket.getsockname()[1]
+        async with serving_tcp(self._handle) as self.port:
             yield self
-            nursery.cancel_scope.cancel()

@@ -21,6 +21,8 @@ from typing import Any
 
 import trio
 
+from .._support import LINK_ERRORS, bridge, serving_tcp
+
 __all__ = ["RecordingProxy"]
 
 
@@ -87,7 +89,7 @@ class RecordingProxy:
         return f"ws://127.0.0.1:{self.port}"
 
     async def _pump(
-        self, src: trio.SocketStream, dst: trio.SocketStream, direction: str, conn: int
+        self, src: trio.SocketStream, dst: trio.SocketStream, *, direction: str, conn: int
     ) -> None:
         reader = _FrameReader()
         try:
@@ -104,37 +106,29 @@ class RecordingProxy:
                         msg = {**msg, "<conn>": conn}
                     self.log.append((direction, msg))
                 await dst.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        except LINK_ERRORS:
             pass
         finally:
             with trio.move_on_after(1):
                 try:
                     await dst.send_eof()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                except LINK_ERRORS:
                     pass
 
     async def _handle(self, client: trio.SocketStream) -> None:
         self.connections += 1
         conn = self.connections
-        try:
-            upstream = await trio.open_tcp_stream(self._host, self._port)
-            async with upstream, trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, client, upstream, ">", conn)
-                nursery.start_soon(self._pump, upstream, client, "<", conn)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        finally:
-            await client.aclose()
+        async with client:
+            await bridge(
+                client, self._host, self._port,
+                functools.partial(self._pump, direction=">", conn=conn),
+                functools.partial(self._pump, direction="<", conn=conn),
+            )  # fmt: skip
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[RecordingProxy]:
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(
-                functools.partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
-            )
-            self.port = listeners[0].socket.getsockname()[1]
+        async with serving_tcp(self._handle) as self.port:
             yield self
-            nursery.cancel_scope.cancel()
 
     def calls(self) -> list[tuple[str, Any, Any]]:
         """(method, params, answer) for every request, in the order sent; the answer is

@@ -1,7 +1,8 @@
 """The real codex exec-server, fetched by scripts/fetch-codex.sh (pinned by integrity).
 
 ``codex_bin`` is 0.169.0 (the version the protocol notes describe); ``codex_release``
-runs a test once per pinned version (0.169.0 and 0.171.0).
+runs a test once per pinned version (0.169.0 and 0.171.0); ``server_url`` once against
+our server and once against a codex exec-server of each pinned version, on websocket.
 Never skipped: if a binary cannot be fetched, these tests fail and say why.
 """
 
@@ -9,9 +10,8 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -19,27 +19,7 @@ import pytest
 
 import unified_exec as ue
 
-ROOT = pathlib.Path(__file__).parents[2]
-
-
-CODEX_VERSIONS = ["0.169.0", "0.171.0"]
-
-
-def fetch_codex(version: str) -> str:
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "fetch-codex.sh"), version],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(
-            f"the real codex exec-server {version} is needed for the interop tests and could not "
-            f"be fetched:\n{done.stderr.strip()}",
-            pytrace=False,
-        )
-    return done.stdout.strip().splitlines()[-1]
+from .._support import CODEX_VERSIONS, announced_server, embedded_server, fetch_codex
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +55,16 @@ def ours_stdio() -> Callable[[], AbstractAsyncContextManager[Any]]:
     return lambda: ue.RemoteExecBackend.connect_stdio(
         [sys.executable, "-m", "unified_exec", "serve", "--listen", "stdio"]
     )
+
+
+@pytest.fixture(params=["ours", *CODEX_VERSIONS])
+async def server_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[str]:
+    """Our server in this trio run, or a codex exec-server of each pinned version."""
+    if request.param == "ours":
+        async with embedded_server() as url:
+            yield url
+    else:
+        argv = [fetch_codex(request.param), "exec-server", "--listen", "ws://127.0.0.1:0"]
+        env = {"CODEX_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+        async with announced_server(argv, env) as url:
+            yield url

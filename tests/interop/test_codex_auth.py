@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -22,31 +18,9 @@ import trio
 
 import unified_exec as ue
 
+from .._support import announced_server
+
 TOKEN = "interop-capability-token-42"
-
-
-@asynccontextmanager
-async def _server(argv: list[str], env: dict[str, str]) -> AsyncIterator[str]:
-    proc = await trio.lowlevel.open_process(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        env=env, start_new_session=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        buf = b""
-        with trio.fail_after(30):
-            while b"\n" not in buf:
-                data = await proc.stdout.receive_some(4096)
-                assert data, f"{argv[0]} exited before announcing its URL"
-                buf += data
-        url = buf.split(b"\n", 1)[0].decode().strip()
-        assert url.startswith("ws://127.0.0.1:"), url
-        yield url
-    finally:
-        with trio.CancelScope(shield=True):
-            if proc.returncode is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
 
 
 async def _echo(url: str, token: str | None) -> bytes:
@@ -88,7 +62,7 @@ async def test_codex_exec_server_capability_token(
 ) -> None:
     _version, codex = codex_release
     argv = [codex, "exec-server", "--listen", "ws://127.0.0.1:0", *_auth_flags(mode, tmp_path)]
-    async with _server(argv, codex_env) as url:
+    async with announced_server(argv, codex_env) as url:
         await _check(url)
 
 
@@ -97,5 +71,5 @@ async def test_our_server_capability_token(tmp_path: Path, mode: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNIFIED_EXEC_")}
     argv = [sys.executable, "-m", "unified_exec", "serve", "--listen", "ws://127.0.0.1:0",
             *_auth_flags(mode, tmp_path)]  # fmt: skip
-    async with _server(argv, env) as url:
+    async with announced_server(argv, env) as url:
         await _check(url)

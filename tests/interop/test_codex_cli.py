@@ -29,6 +29,7 @@ from typing import Any
 
 import trio
 
+from .._support import new_marker
 from ._codex_turn import TurnResult, run_turn
 from ._mock_model import (
     Reply,
@@ -40,7 +41,9 @@ from ._mock_model import (
     write_stdin_call,
 )
 
-MARK = "ue-issue8-marker"
+# on the command lines of the turn's long runners, to find survivors: one per worker
+# process, since under pytest-xdist another worker may run the other codex version
+MARK = new_marker("ue-issue8-marker")
 PATCH = "*** Begin Patch\n*** Add File: made.txt\n+made by apply_patch\n*** End Patch\n"
 # the intended difference: a tty child killed by Ctrl-C
 CTRL_C_CALL = "k2"

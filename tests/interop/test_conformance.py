@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
-import trio
 
 import unified_exec as ue
 from unified_exec.testing import CHECKS, check_backend
+
+from .._support import announced_server, embedded_server
 
 Factory = Callable[[], AbstractAsyncContextManager[Any]]
 
@@ -28,10 +28,8 @@ async def test_our_server_over_stdio(ours_stdio: Factory, check: str) -> None:
 
 @pytest.mark.parametrize("check", list(CHECKS))
 async def test_our_server_over_websocket(check: str) -> None:
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(ue.serve_exec_server)
+    async with embedded_server() as url:
         assert await check_backend(lambda: ue.RemoteExecBackend.connect(url), only=[check])
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("check", list(CHECKS))
@@ -43,21 +41,7 @@ async def test_real_codex_over_stdio(codex_stdio: Factory, check: str) -> None:
 async def test_real_codex_over_websocket(
     codex_bin: str, codex_env: dict[str, str], check: str
 ) -> None:
-    proc = await trio.lowlevel.open_process(
-        [codex_bin, "exec-server", "--listen", "ws://127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=codex_env,
-    )
-    try:
-        assert proc.stdout is not None
-        with trio.fail_after(30):
-            first = b""
-            while b"\n" not in first:
-                first += await proc.stdout.receive_some(4096)
-        url = first.split(b"\n")[0].decode().strip()
+    argv = [codex_bin, "exec-server", "--listen", "ws://127.0.0.1:0"]
+    async with announced_server(argv, codex_env) as url:
         assert url.startswith("ws://127.0.0.1:")
         assert await check_backend(lambda: ue.RemoteExecBackend.connect(url), only=[check])
-    finally:
-        proc.kill()
-        await proc.wait()

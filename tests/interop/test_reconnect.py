@@ -10,13 +10,10 @@ the cuts must reach the child exactly once (writes are replayed with their write
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import pathlib
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -25,51 +22,11 @@ import unified_exec as ue
 from unified_exec.backends.remote import LinkSettings
 
 from ._cutproxy import CutProxy, parse_port
-from .conftest import CODEX_VERSIONS, fetch_codex
 
 CUTS = 20
 LINES = 400  # at ~10 ms each: the process outlives the 20 cuts
 FAST = LinkSettings(ping_interval=0.5, ping_misses=2, backoff_initial=0.02, backoff_max=0.2)
 COUNTER = f"i=0; while [ $i -lt {LINES} ]; do i=$((i+1)); echo line-$i; sleep 0.01; done; exit 3"
-
-
-@asynccontextmanager
-async def our_server(**kw: object) -> AsyncIterator[str]:
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(functools.partial(ue.serve_exec_server, **kw))
-        yield url
-        nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def codex_server(codex: str, tmp_path: pathlib.Path) -> AsyncIterator[str]:
-    proc = await trio.lowlevel.open_process(
-        [codex, "exec-server", "--listen", "ws://127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={"CODEX_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-    )
-    try:
-        assert proc.stdout is not None
-        with trio.fail_after(30):
-            first = b""
-            while b"\n" not in first:
-                first += await proc.stdout.receive_some(4096)
-        yield first.split(b"\n")[0].decode().strip()
-    finally:
-        proc.kill()
-        await proc.wait()
-
-
-@pytest.fixture(params=["ours", *CODEX_VERSIONS])
-async def server_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[str]:
-    """Our server in this trio run, or a codex exec-server of each pinned version."""
-    if request.param == "ours":
-        async with our_server() as url:
-            yield url
-    else:
-        async with codex_server(fetch_codex(request.param), tmp_path) as url:
-            yield url
 
 
 async def cut_repeatedly(proxy: CutProxy, backend: ue.RemoteExecBackend, cuts: int) -> None:

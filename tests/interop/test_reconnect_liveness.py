@@ -10,31 +10,19 @@ Real servers behind the real loopback proxy of ``_cutproxy``:
 
 from __future__ import annotations
 
-import functools
-import pathlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
 import trio
 
 import unified_exec as ue
 from unified_exec.backends.remote import LinkSettings
 
+from .._support import embedded_server
 from ._cutproxy import CutProxy, parse_port
-from .conftest import CODEX_VERSIONS, fetch_codex
-from .test_reconnect import codex_server
 
 LOST_PREFIX = "exec-server transport disconnected"
 FAST = LinkSettings(ping_interval=0.3, ping_misses=2, backoff_initial=0.02, backoff_max=0.2)
-
-
-@asynccontextmanager
-async def our_server(**kw: object) -> AsyncIterator[str]:
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(functools.partial(ue.serve_exec_server, **kw))
-        yield url
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -53,7 +41,7 @@ async def test_a_frozen_link_is_noticed_and_resumed() -> None:
     script = "for i in $(seq 1 150); do echo n-$i; sleep 0.01; done"
     with trio.fail_after(60):
         async with (
-            our_server() as url,
+            embedded_server() as url,
             proxied(url, FAST) as (proxy, backend),
             ue.open_process(backend, ue.ExecRequest(["sh", "-c", script])) as proc,
         ):
@@ -73,7 +61,7 @@ async def test_a_link_that_stays_frozen_fails_processes_within_the_budget() -> N
     link = LinkSettings(ping_interval=0.3, ping_misses=2, reconnect_budget=1.0)
     with trio.fail_after(30):
         async with (
-            our_server() as url,
+            embedded_server() as url,
             proxied(url, link) as (proxy, backend),
             ue.open_process(backend, ue.ExecRequest(["sleep", "30"])) as proc,
         ):
@@ -91,7 +79,7 @@ async def test_a_link_that_stays_frozen_fails_processes_within_the_budget() -> N
 async def test_a_session_expired_on_the_server_is_reported() -> None:
     with trio.fail_after(30):
         async with (
-            our_server(detach_timeout=0.3) as url,
+            embedded_server(detach_timeout=0.3) as url,
             proxied(url, FAST) as (proxy, backend),
             ue.open_process(backend, ue.ExecRequest(["sleep", "30"])) as proc,
         ):
@@ -101,16 +89,6 @@ async def test_a_session_expired_on_the_server_is_reported() -> None:
             state = await proc.wait()
     assert state.failure_message is not None and state.failure_message.startswith(LOST_PREFIX)
     assert "unknown session" in state.failure_message
-
-
-@pytest.fixture(params=["ours", *CODEX_VERSIONS])
-async def server_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[str]:
-    if request.param == "ours":
-        async with our_server() as url:
-            yield url
-    else:
-        async with codex_server(fetch_codex(request.param), tmp_path) as url:
-            yield url
 
 
 async def test_output_evicted_while_detached_is_a_lost_event(server_url: str) -> None:

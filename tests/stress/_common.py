@@ -13,6 +13,7 @@ SIGKILLed server's children are reparented away from us).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -25,6 +26,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .. import _support
 
 MODE = "long" if os.environ.get("UE_STRESS", "").lower() == "long" else "short"
 LONG = MODE == "long"
@@ -52,6 +55,18 @@ def write_results() -> None:
     """Merge this run's figures into benchmarks/results/stress-<mode>.json."""
     if not _figures:
         return
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    # pytest-xdist workers each merge their own figures at the end: one at a time
+    # (a lock on the directory, so that no lock file is left in the tree)
+    fd = os.open(RESULTS_PATH.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _merge_results()
+    finally:
+        os.close(fd)
+
+
+def _merge_results() -> None:
     try:
         old = json.loads(RESULTS_PATH.read_text())
     except (OSError, ValueError):
@@ -68,45 +83,25 @@ def write_results() -> None:
         },
         "sections": sections,
     }
-    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    tmp = RESULTS_PATH.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    tmp.replace(RESULTS_PATH)
 
 
 # -- markers -----------------------------------------------------------------------
 
 
-def new_marker(tag: str) -> str:
-    return f"{tag}-{os.getpid()}-{secrets.token_hex(4)}"
+new_marker = _support.new_marker
 
 
 def child_env(marker: str, **extra: str) -> dict[str, str]:
     return {"PATH": CHILD_PATH, "LANG": "C.UTF-8", MARKER_VAR: marker, **extra}
 
 
-def marked_pids(marker: str | None = None) -> set[int]:
-    """Live processes whose environment carries the marker, or one made from it by
-    appending ``-suffix`` (any stress marker if None)."""
-    want = f"{MARKER_VAR}={marker}".encode() if marker is not None else None
-    prefix = f"{MARKER_VAR}=".encode()
-    found: set[int] = set()
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                entries = f.read().split(b"\0")
-        except OSError:
-            continue
-        for entry in entries:
-            if want is None:
-                hit = entry.startswith(prefix)
-            else:
-                hit = entry == want or entry.startswith(want + b"-")
-            if hit:
-                found.add(int(name))
-                break
-    return found
+def marked_pids(marker: str) -> set[int]:
+    """Processes (zombies too) whose environment carries the marker, or one made from
+    it by appending ``-suffix``."""
+    return set(_support.marked_pids(MARKER_VAR, marker, derived=True, zombies=True))
 
 
 def await_no_survivors(marker: str, timeout: float) -> tuple[set[int], float]:
