@@ -21,19 +21,12 @@ import trio
 
 import unified_exec as ue
 
+from .._support import embedded_server
 from .helpers import alive, sh
 
 SERVE = [sys.executable, "-m", "unified_exec", "serve"]
 TRANSPORTS = [pytest.param("ws", id="ws"), pytest.param("stdio", id="stdio")]
 LOST_PREFIX = "exec-server transport disconnected"
-
-
-@asynccontextmanager
-async def embedded_server(**kw: Any) -> AsyncIterator[str]:
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(functools.partial(ue.serve_exec_server, **kw))
-        yield url
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
