@@ -8,7 +8,6 @@ trio run). The only fake peer is the wedged stdio server of
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -27,6 +26,8 @@ import trio_websocket
 import unified_exec as ue
 from unified_exec.backends import remote
 from unified_exec.tools import UnifiedExecManager
+
+from .._support import embedded_server
 
 SERVE = [sys.executable, "-m", "unified_exec", "serve"]
 MiB = 1 << 20
@@ -96,14 +97,6 @@ class LineReader:
             self._buf += data
         line, self._buf = self._buf.split(b"\n", 1)
         return line
-
-
-@asynccontextmanager
-async def embedded_server(**kw: Any) -> AsyncIterator[str]:
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(functools.partial(ue.serve_exec_server, **kw))
-        yield url
-        nursery.cancel_scope.cancel()
 
 
 async def ws_initialize(ws: trio_websocket.WebSocketConnection, request_id: int = 1) -> Any:
