@@ -8,7 +8,6 @@ The texts of handshake errors are codex 0.169.0's (see protocol-codex-0.169.md).
 from __future__ import annotations
 
 import base64
-import functools
 import itertools
 import json
 import os
@@ -23,8 +22,7 @@ import pytest
 import trio
 import trio_websocket
 
-import unified_exec as ue
-
+from .._support import embedded_server
 from .helpers import alive
 
 SERVE = [sys.executable, "-m", "unified_exec", "serve"]
@@ -175,14 +173,6 @@ class Raw:
                 raise AssertionError(f"connection closed before {needle!r} was seen")
             await self._changed.park()
         return self.output(process_id)
-
-
-@asynccontextmanager
-async def embedded_server(**kw: Any) -> AsyncIterator[str]:
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(functools.partial(ue.serve_exec_server, **kw))
-        yield url
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
