@@ -242,7 +242,10 @@ class ExecServer:
                     ordered = True  # unknown or starting: wait for the start ahead of it
                 else:
                     lane = None  # started: at once, ahead of queued writes
-            await state.slots.acquire()  # past max_in_flight: stop reading (backpressure)
+            try:  # the receive was this loop's checkpoint: no second scheduler pass
+                state.slots.acquire_nowait()
+            except trio.WouldBlock:
+                await state.slots.acquire()  # past max_in_flight: stop reading (backpressure)
             job = functools.partial(self._run, state, session, request, handler)
             state.submit(lane, job, ordered=ordered, what=method)
 

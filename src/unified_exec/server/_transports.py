@@ -60,6 +60,7 @@ class _StdioConnection:
 
     kind: Literal["stdio", "websocket"] = "stdio"
     name = "stdio"
+    send_checkpoints = True  # FdStream.send_all checkpoints first
 
     def __init__(
         self,

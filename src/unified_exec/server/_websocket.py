@@ -58,6 +58,7 @@ class WsServerConnection:
     """The ``Connection`` ExecServer serves, over one accepted websocket."""
 
     kind: Literal["stdio", "websocket"] = "websocket"
+    send_checkpoints = True  # trio-websocket's send takes its stream lock (a checkpoint)
 
     def __init__(self, ws: WebSocketConnection, name: str) -> None:
         self._ws = ws
