@@ -23,6 +23,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from .._support import marked_pids
+
 _BOUND = 15.0  # generous: the machine is shared; the warden needs ~0.1 s
 _CHILDREN = (
     (["sh", "-c", "sleep 1000 & sleep 1000"], False),
@@ -55,21 +57,7 @@ _OWNER = textwrap.dedent(
 
 def marked(mark: str) -> list[int]:
     """Live processes whose environment has UE_ORPHAN_MARK=mark."""
-    needle = f"UE_ORPHAN_MARK={mark}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if needle in env and stat[stat.rfind(b")") + 2 :].split()[0] != b"Z":
-            found.append(int(name))
-    return found
+    return marked_pids("UE_ORPHAN_MARK", mark)
 
 
 def wait_for(predicate: object, bound: float) -> bool:
