@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio_websocket
 
+from .._support import marked_pids
 from .server_edge_helpers import SERVE, clean_env
 
 SHUTDOWN_BOUND = 15.0  # generous for a loaded 2-core box; the measured time is printed
@@ -23,21 +24,7 @@ SHUTDOWN_BOUND = 15.0  # generous for a loaded 2-core box; the measured time is 
 
 def marked(marker: str) -> list[int]:
     """Live (non-zombie) processes whose environment holds the marker."""
-    needle = f"UE_EDGE_MARKER={marker}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if needle in env.split(b"\0") and stat[stat.rfind(b")") + 2 :][:1] != b"Z":
-            found.append(int(name))
-    return found
+    return marked_pids("UE_EDGE_MARKER", marker)
 
 
 def _start(marker: str) -> dict[str, Any]:
