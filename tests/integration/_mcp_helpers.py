@@ -17,6 +17,8 @@ import trio
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from .. import _support
+
 MARKER_VAR = "UE_MCP_TEST_MARKER"
 
 
@@ -26,29 +28,12 @@ def new_marker() -> str:
 
 def marked_pids(marker: str) -> list[int]:
     """Live processes whose environment holds ``MARKER_VAR=marker`` (zombies excluded)."""
-    needle = f"{MARKER_VAR}={marker}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != b"Z":
-            found.append(int(name))
-    return found
+    return _support.marked_pids(MARKER_VAR, marker)
 
 
 async def wait_no_marked(marker: str, timeout: float = 15.0) -> list[int]:
     """Poll until no process carries the marker; what is left after ``timeout``."""
-    with trio.move_on_after(timeout):
-        while marked_pids(marker):
-            await trio.sleep(0.1)
-    return marked_pids(marker)
+    return await _support.wait_until_none(lambda: marked_pids(marker), timeout)
 
 
 def text_of(result: types.CallToolResult) -> str:
