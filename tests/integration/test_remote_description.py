@@ -21,6 +21,8 @@ import trio
 import unified_exec as ue
 from unified_exec.backends._description import BASELINE_ENV
 
+from .._support import fetch_codex
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KINDS = [pytest.param("ours", id="ours"), pytest.param("codex", id="codex-0.171.0")]
 OURS_CAPS = {ue.Capability.CLOSE_STDIN, ue.Capability.RESIZE, ue.Capability.INTERRUPT}
@@ -28,11 +30,7 @@ CODEX_CAPS = {ue.Capability.INTERRUPT}  # codex 0.171.0: no process/resize, no c
 
 
 def codex_binary(version: str = "0.171.0") -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "fetch-codex.sh"), version],
-        capture_output=True, text=True, timeout=900, check=True,
-    )  # fmt: skip
-    return out.stdout.strip().splitlines()[-1]
+    return fetch_codex(version)
 
 
 def server_argv(kind: str, host: str = "127.0.0.1") -> list[str]:
