@@ -15,17 +15,12 @@ import trio
 import unified_exec as ue
 from unified_exec.backends.pool import PoolBackend
 
+from .._support import fetch_codex
 from .test_pool_backend import _collect, _serve, _stop, _wait_req
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _codex() -> str:
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "fetch-codex.sh")], capture_output=True, text=True,
-        timeout=300, check=True,
-    )  # fmt: skip
-    return out.stdout.strip().splitlines()[-1]
+    return fetch_codex("0.169.0")
 
 
 async def test_codex_member_takes_work_and_fails_alone(tmp_path: Path) -> None:
