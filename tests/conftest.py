@@ -1,14 +1,25 @@
-"""Shared test rules: every test leaves no child process behind."""
+"""Shared test rules: every test leaves no child process behind, and every test has a
+name that is the same in every process that collects it.
+
+``make test`` runs the suite on pytest-xdist workers (``-n``, ``--dist loadgroup``):
+each worker collects the whole suite and must find the same tests under the same
+names, each runs its own session fixtures, and tests on different workers run at the
+same time. So tests listen on port 0, write under ``tmp_path``, and find their
+processes by a marker of their own (``tests/_support.py``), never by a fixed name.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from unified_exec.backends import _procfs
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _leftovers() -> set[int]:
@@ -26,3 +37,14 @@ def no_leaked_processes() -> Iterator[None]:
         time.sleep(0.05)
         leaked = _leftovers() - before
     assert not leaked, f"test leaked processes: {sorted(leaked)}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # An object's address in a test id differs from process to process: xdist workers
+    # would collect different tests and refuse to run ("Different tests were collected").
+    unstable = [item.nodeid for item in items if _ADDRESS.search(item.nodeid)]
+    if unstable:
+        raise pytest.UsageError(
+            "test ids must not hold object addresses (give the parametrize ids): "
+            + ", ".join(unstable[:5])
+        )
