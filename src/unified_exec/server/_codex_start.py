@@ -118,11 +118,11 @@ Lane = Literal["ordered", "control", "free"]
 def codex_methods(methods: _Methods) -> dict[str, tuple[Any, Lane]]:
     """What codex's client needs beyond the process methods, for ``Methods.table``:
     ``process/start`` with envPolicy and sandboxes (sandboxed under bwrap only when the
-    server's backend is a LocalPtyBackend, whose children run on this host), the
+    server's backend describes itself as local, whose children run on this host), the
     `fs/*` methods and `fs/watchMissing`."""
-    from ..backends.local import LocalPtyBackend
+    from ..backends._description import Location, describe_backend
 
-    local = isinstance(methods.server.backend, LocalPtyBackend)
+    local = describe_backend(methods.server.backend).location is Location.LOCAL
     table: dict[str, tuple[Any, Lane]] = {
         "process/start": (codex_start(methods.start, local=local), "ordered"),
     }
