@@ -229,3 +229,34 @@ async def test_an_answer_too_big_for_a_message_fails_the_call_not_the_session(
         res = await proc.read(wait=5.0)
         assert b"echo\n" in b"".join(c.data for c in res.chunks)
         await proc.terminate()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_watch_missing_returns_when_a_path_appears(kind: str, tmp_path: pathlib.Path) -> None:
+    async with files(kind, tmp_path) as be:
+        with trio.move_on_after(1.5) as early:  # nothing appears: it keeps waiting
+            await be.watch_missing([tmp_path / "never"])
+        assert early.cancelled_caught
+        done: list[str] = []
+
+        async def watch(name: str) -> None:
+            await be.watch_missing([tmp_path / "never", tmp_path / name])
+            done.append(name)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, "first")
+            nursery.start_soon(watch, "second")
+            await trio.sleep(1.0)
+            assert done == []
+            (tmp_path / "first").mkdir()
+            with trio.fail_after(20):
+                while done != ["first"]:
+                    await trio.sleep(0.05)
+            (tmp_path / "second").write_bytes(b"")
+        assert done == ["first", "second"]
+        with pytest.raises(ue.InvalidRequestError):
+            await be.watch_missing([])
+        with pytest.raises(ue.InvalidRequestError):
+            await be.watch_missing(["relative"])
+        with pytest.raises(ue.InvalidRequestError):
+            await be.watch_missing(str(tmp_path))

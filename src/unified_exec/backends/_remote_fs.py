@@ -37,13 +37,20 @@ import binascii
 import errno as errno_codes
 import os
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._errors import InvalidRequestError, RemoteProtocolError, RpcError, TransportLostError
+from .._errors import (
+    InvalidRequestError,
+    RemoteProtocolError,
+    RpcError,
+    TransportLostError,
+)
 from .._protocol import _jsonrpc as rpc
 from .._uri import file_uri, uri_path
+from ._remote_fswatch import WATCH_CAPABILITY, WATCH_MISSING, MissingWatcher
 
 if TYPE_CHECKING:
     from .._protocol._limits import Limits
@@ -164,7 +171,10 @@ def _get(result: Any, key: str, kind: type, method: str) -> Any:
 
 
 class RemoteFileMethods:
-    """The file methods of ``RemoteExecBackend`` (mixed in; it provides the link)."""
+    """The file methods of ``RemoteExecBackend`` (mixed in; it provides the link and
+    the watcher, and hands it ``fs/missingChanged`` and resumes)."""
+
+    _fs_watcher: MissingWatcher
 
     def _fs_link(self) -> Link:
         raise NotImplementedError
@@ -324,6 +334,35 @@ class RemoteFileMethods:
         params = {"sourcePath": _uri(src), "destinationPath": _uri(dst),
                   "recursive": bool(recursive)}  # fmt: skip
         await self._fs("fs/copy", src, params, retry=False)
+
+    async def watch_missing(self, missing: Sequence[str | os.PathLike[str]]) -> None:
+        """Return once one of the ``missing`` paths exists on the server's machine
+        (at once if one does). Needs a server announcing ``fsWatchMissing`` (ours
+        and codex do; see ``_remote_fswatch`` for how one server watch serves every
+        caller); bound it with a trio timeout."""
+        link = self._fs_link()
+        caps = link.environment_info.get("capabilities")
+        if not (isinstance(caps, dict) and caps.get(WATCH_CAPABILITY) is True):
+            raise InvalidRequestError(f"this exec-server does not announce {WATCH_CAPABILITY}")
+        if isinstance(missing, str | bytes | os.PathLike):
+            raise InvalidRequestError("missing is a sequence of paths, not one path")
+        paths = [remote_path(x) for x in missing]
+        if not paths:
+            raise InvalidRequestError("watch_missing needs at least one path")
+
+        async def request(params: dict[str, Any]) -> Any:
+            return await self._fs(WATCH_MISSING, f"({len(paths)} paths)", params, retry=True)
+
+        async def appeared() -> bool:
+            for path in paths:
+                try:
+                    await self.get_metadata(path)
+                except RemoteFileNotFoundError:
+                    continue
+                return True
+            return False
+
+        await self._fs_watcher.wait([_uri(p) for p in paths], request, appeared)
 
     async def canonicalize(self, path: str | os.PathLike[str]) -> str:
         """The path with every symlink resolved (the path must exist)."""

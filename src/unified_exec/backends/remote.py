@@ -40,6 +40,7 @@ from .._validate import check_duration
 from ._description import BASELINE_ENV, BackendDescription
 from ._remote_description import EnvironmentStatus, describe_remote
 from ._remote_fs import RemoteFileMethods
+from ._remote_fswatch import MISSING_CHANGED, MissingWatcher
 from ._remote_link import Link, LinkSettings
 from ._remote_process import RemoteProcess
 from ._remote_transports import StdioTransport, WsTransport, open_websocket, parse_ws_url
@@ -86,6 +87,7 @@ class RemoteExecBackend(RemoteFileMethods):
         self._nursery: trio.Nursery | None = None
         self._closed = False
         self._description: tuple[object, object, BackendDescription] | None = None
+        self._fs_watcher = MissingWatcher()
 
     @property
     def session_id(self) -> str | None:
@@ -290,6 +292,9 @@ class RemoteExecBackend(RemoteFileMethods):
         return self._link
 
     def _on_notification(self, message: rpc.Notification) -> None:
+        if message.method == MISSING_CHANGED:
+            self._fs_watcher.notified(message.params)
+            return
         if message.method not in (m.OUTPUT, m.EXITED, m.CLOSED):
             log.debug("ignoring notification %s", message.method)
             return
@@ -299,6 +304,7 @@ class RemoteExecBackend(RemoteFileMethods):
             handle.deliver(message.method, message.params)
 
     async def _on_resumed(self) -> None:
+        self._fs_watcher.resumed()
         async with trio.open_nursery() as nursery:
             for handle in list(self._routes.values()):
                 nursery.start_soon(handle.resync)
