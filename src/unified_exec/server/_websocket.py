@@ -36,6 +36,10 @@ __all__ = ["WsPolicy", "WsServerConnection", "handle_stream"]
 
 log = logging.getLogger("unified_exec.server")
 
+# trio-websocket reads 4 KiB at a time by default: a 4 MiB process/write was a
+# thousand reads (and wsproto passes) before its frame was whole.
+_RECEIVE_BYTES = 64 * 1024
+
 
 @attrs.frozen
 class WsPolicy:
@@ -207,8 +211,9 @@ async def _open(
         await _linger(stream)
         return None
     request = await wrap_server_stream(
-        nursery, PrefixedStream(stream, head.raw), max_message_size=policy.max_message_bytes
-    )
+        nursery, PrefixedStream(stream, head.raw), max_message_size=policy.max_message_bytes,
+        receive_buffer_size=_RECEIVE_BYTES,
+    )  # fmt: skip
     return await request.accept()
 
 
