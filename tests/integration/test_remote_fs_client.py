@@ -18,6 +18,7 @@ import trio
 import unified_exec as ue
 from unified_exec import DirectoryEntry, FileMetadata, RemoteFileError, RemoteFileNotFoundError
 
+from ..interop._cutproxy import CutProxy
 from .test_remote_description import KINDS, served
 
 BLOB = bytes(range(256)) * 64 + b"\x00\xff\r\n"  # every byte value, NULs, no UTF-8
@@ -260,3 +261,33 @@ async def test_watch_missing_returns_when_a_path_appears(kind: str, tmp_path: pa
             await be.watch_missing(["relative"])
         with pytest.raises(ue.InvalidRequestError):
             await be.watch_missing(str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_watch_missing_survives_a_resumed_session(kind: str, tmp_path: pathlib.Path) -> None:
+    """A server's watch ends with its connection: after a cut link and a resume the
+    client watches again on the new one (through a real TCP proxy that cuts)."""
+    with trio.fail_after(120):
+        async with served(kind, tmp_path) as (url, _):
+            host, port = url.removeprefix("ws://").rsplit(":", 1)
+            async with (
+                CutProxy(host, int(port)).running() as proxy,
+                ue.RemoteExecBackend.connect(proxy.url) as be,
+            ):
+                done = trio.Event()
+
+                async def watch() -> None:
+                    await be.watch_missing([tmp_path / "later"])
+                    done.set()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(watch)
+                    await trio.sleep(1.0)
+                    assert proxy.cut() >= 1
+                    while be.resumes < 1:
+                        await trio.sleep(0.05)
+                    await trio.sleep(0.5)
+                    assert not done.is_set()
+                    (tmp_path / "later").mkdir()
+                    with trio.fail_after(20):
+                        await done.wait()
