@@ -1,8 +1,8 @@
 """A pool with one codex exec-server (0.169.0) member next to one of ours: both
 take work, and killing the codex member fails only its processes.
 
-codex has no ``/readyz``; it answers the probe with another HTTP status, which the
-pool takes as "up" (its link health is judged by the websocket keepalive).
+The pool checks the codex member as it checks ours: ``environment/status`` (codex
+answers ``{"status": "ready"}``) and ``GET /readyz`` (codex 0.169-0.171 answers 200).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Where a PoolBackend's servers are, and whether they are up.
 
 - ``probe_readyz``: ``GET /readyz`` on a server's websocket port. Our server answers
-  200 when ready and 503 while draining; a codex exec-server has no such route and
-  answers some other HTTP status, which still proves it is up (its link health is
-  then judged by the websocket keepalive). No answer at all means down.
+  200 when ready and 503 while draining; codex 0.169-0.171 answers 200 too. Any other
+  HTTP answer (a server without the route) still proves it is up; only 503 or no
+  answer at all means "not ready". (The pool's health check asks
+  ``environment/status`` first; see ``pool``.)
 - ``DnsDiscovery``: the A records of a Kubernetes headless Service (one per ready
   pod), re-resolved every ``interval`` seconds with dnspython (a well-kept DNS
   library; no hand-written parser), in a worker thread so trio is never blocked.
