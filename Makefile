@@ -38,7 +38,7 @@ image: $(STAMP)
 	deploy/smoke-image.sh localhost/unified-exec:latest $(PY)
 
 test: lint typecheck sysdeps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $${UE_TEST_WORKERS:-3} --durations=25
 
 # Long fuzz/load/chaos runs (tests/stress in long mode); `make test` runs their short mode.
 stress: $(STAMP)

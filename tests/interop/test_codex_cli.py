@@ -27,6 +27,7 @@ import struct
 import zlib
 from typing import Any
 
+import pytest
 import trio
 
 from .._support import new_marker
@@ -40,6 +41,10 @@ from ._mock_model import (
     tool_outputs,
     write_stdin_call,
 )
+
+# Two codex CLI turns at once (one per version) on a loaded 2-core machine are slow
+# enough for codex's own end-of-turn cleanup to lag: one worker runs them in turn.
+pytestmark = pytest.mark.xdist_group("codex-cli")
 
 # on the command lines of the turn's long runners, to find survivors: one per worker
 # process, since under pytest-xdist another worker may run the other codex version
