@@ -8,6 +8,7 @@ strict about types, so a bad request gets a precise -32602 instead of a crash.
 from __future__ import annotations
 
 import binascii
+import functools
 import typing
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -365,8 +366,13 @@ def _make_converter(*, raw_bytes: bool = False) -> cattrs.Converter:
 
 
 _CONVERTER = _make_converter()
-_RAW_CONVERTER = _make_converter(raw_bytes=True)
 T = TypeVar("T")
+
+
+@functools.cache
+def _raw_converter() -> cattrs.Converter:
+    """Built on first use (a server's first result): a client never pays for it."""
+    return _make_converter(raw_bytes=True)
 
 
 def structure(params: Any, cls: type[T]) -> T:
@@ -393,7 +399,7 @@ def unstructure(value: Any) -> dict[str, Any]:
 def unstructure_raw(value: Any) -> dict[str, Any]:
     """As ``unstructure``, but ``bytes`` fields stay ``bytes``: for a message that is
     about to go through ``_jsonrpc.encode``, which writes them as base64 in one pass."""
-    out: dict[str, Any] = _RAW_CONVERTER.unstructure(value)
+    out: dict[str, Any] = _raw_converter().unstructure(value)
     return out
 
 
