@@ -23,16 +23,22 @@ from ._cutproxy import CutProxy, parse_port
 
 LOST_PREFIX = "exec-server transport disconnected"
 FAST = LinkSettings(ping_interval=0.3, ping_misses=2, backoff_initial=0.02, backoff_max=0.2)
+# A reconnect attempt that the proxy hangs up on during hold() is only given up at the
+# connect timeout (10 s by default): with 3 s the link is back ~8 s sooner after
+# release(), and a loopback handshake never takes that long.
+HOLD_CONNECT_TIMEOUT = 3.0
 
 
 @asynccontextmanager
 async def proxied(
-    url: str, link: LinkSettings
+    url: str, link: LinkSettings, connect_timeout: float = 10.0
 ) -> AsyncIterator[tuple[CutProxy, ue.RemoteExecBackend]]:
     host, port = parse_port(url)
     async with (
         CutProxy(host, port).running() as proxy,
-        ue.RemoteExecBackend.connect(proxy.url, link=link) as backend,
+        ue.RemoteExecBackend.connect(
+            proxy.url, link=link, connect_timeout=connect_timeout
+        ) as backend,
     ):
         yield proxy, backend
 
@@ -80,7 +86,7 @@ async def test_a_session_expired_on_the_server_is_reported() -> None:
     with trio.fail_after(30):
         async with (
             embedded_server(detach_timeout=0.3) as url,
-            proxied(url, FAST) as (proxy, backend),
+            proxied(url, FAST, HOLD_CONNECT_TIMEOUT) as (proxy, backend),
             ue.open_process(backend, ue.ExecRequest(["sleep", "30"])) as proc,
         ):
             proxy.hold()  # an outage longer than the server keeps the session
@@ -96,7 +102,7 @@ async def test_output_evicted_while_detached_is_a_lost_event(server_url: str) ->
     script = "read go; head -c 4000000 /dev/zero | tr '\\0' a; echo; echo END"
     with trio.fail_after(60):
         async with (
-            proxied(server_url, FAST) as (proxy, backend),
+            proxied(server_url, FAST, HOLD_CONNECT_TIMEOUT) as (proxy, backend),
             ue.open_process(backend, ue.ExecRequest(["sh", "-c", script], pipe_stdin=True)) as proc,
         ):
             events: list[object] = []
