@@ -138,3 +138,19 @@ def test_describe_backend_falls_back_to_an_unknown_machine() -> None:
     assert ue.describe_backend(_WrongDescription()) is UNDESCRIBED
     local = ue.describe_backend(ue.LocalPtyBackend())
     assert local.location is ue.Location.LOCAL and local.cwd == os.getcwd()
+
+
+def test_a_servers_unusable_paths_are_not_known_rather_than_an_error() -> None:
+    """A peer announcing a NUL in its home, cwd or shell must not stop a manager opening."""
+    from unified_exec.backends._remote_description import describe_remote
+
+    info = {
+        "userHomeDir": "file:///home/a%00b",
+        "cwd": "file:///work%00",
+        "shell": {"name": "bash", "path": "/bin/ba\0sh"},
+        "platformOs": "linux",
+    }
+    described = describe_remote(info, [])
+    assert (described.home, described.cwd, described.shell) == (None, None, None)
+    assert described.platform == "linux"
+    assert "HOME" not in described.default_env

@@ -40,11 +40,13 @@ def _path(info: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         return None
     path = value if value.startswith("/") else uri_path(value)
-    return path if path and path.startswith("/") else None
+    # A path we could never pass back (NUL, not absolute) is "not known", not an error:
+    # a peer's odd answer must not stop a manager from opening.
+    return path if path and path.startswith("/") and "\0" not in path else None
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return value if isinstance(value, str) and value and "\0" not in value else None
 
 
 def describe_remote(info: Mapping[str, Any], extensions: Iterable[str]) -> BackendDescription:
