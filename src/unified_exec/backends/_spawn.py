@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -54,14 +54,26 @@ def _check(rc: int, what: str) -> None:
         raise OSError(rc, f"{what}: {os.strerror(rc)}")
 
 
+def _environment(env: Mapping[str, str] | None) -> list[bytes]:
+    """``KEY=value`` entries; None is this process's environment, taken as the
+    bytes it already holds (no decoding and re-encoding of every variable)."""
+    if env is None and os.supports_bytes_environ:
+        return [k + b"=" + v for k, v in os.environb.items()]
+    if env is None:  # pragma: no cover - every POSIX system has environb
+        env = os.environ
+    return [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+
+
 def spawn(
     path: str,
     argv: Sequence[str],
-    env: dict[str, str],
+    env: Mapping[str, str] | None,
     cwd: str | None,
     stdio: tuple[DupFd | OpenPath, DupFd | OpenPath, DupFd | OpenPath],
 ) -> int:
     """Start ``path`` as the leader of a new session; return its pid.
+
+    ``env`` None: the child inherits this process's environment.
 
     Raises OSError with the errno of whatever failed (chdir, open or exec).
     """
@@ -106,7 +118,7 @@ def spawn(
                 "setflags",
             )
             c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[os.fsencode(a) for a in argv], None)
-            env_items = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+            env_items = _environment(env)
             c_env = (ctypes.c_char_p * (len(env_items) + 1))(*env_items, None)
             pid = ctypes.c_int(0)
             rc = _libc.posix_spawn(ctypes.byref(pid), os.fsencode(path), fa, attr, c_argv, c_env)

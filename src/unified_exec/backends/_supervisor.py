@@ -159,9 +159,10 @@ class Supervisor:
                     _procfs.kill_all(await self.family())
                     await self.kill_escapees()
                 self.all_dead()
-                with trio.move_on_after(_ESCAPEE_DRAIN):
-                    while not self.reader.all_eof():
-                        await self.queue.changed.park()
+                if not self.reader.all_eof():  # (a cancel scope costs ~5 us: only if needed)
+                    with trio.move_on_after(_ESCAPEE_DRAIN):
+                        while not self.reader.all_eof():
+                            await self.queue.changed.park()
                 nursery.cancel_scope.cancel()
             self.cleanup()
             self.queue.put_closed()
