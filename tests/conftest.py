@@ -21,6 +21,13 @@ from unified_exec.backends import _procfs
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
+# Login shells (`bash -lc`: codex runs every command so, and so do our tool tests) read
+# this machine's ~/.bashrc, whose `pyenv init` runs `pyenv rehash` under a lock file;
+# it waits up to 60 s for the lock, and a rehash killed mid-way (tests kill process
+# groups) leaves the lock behind for good. With parallel workers, login shells meet
+# there often: a rehash gives up after 1 s instead of stalling a command for 60 s.
+os.environ.setdefault("PYENV_REHASH_TIMEOUT", "1")
+
 
 def _leftovers() -> set[int]:
     # Zombies count too: they are children nobody reaped.
