@@ -24,6 +24,7 @@ __all__ = [
     "spawn_posix_spawn",
     "spawn_ptyprocess",
     "spawn_subprocess_run",
+    "spawn_trio_run_process",
     "throughput_pipe_mib_s",
     "throughput_pty_mib_s",
     "timed_loop_ms",
@@ -67,6 +68,23 @@ def spawn_posix_spawn() -> None:
     pid = os.posix_spawn(TRUE, [TRUE], os.environ)
     _, status = os.waitpid(pid, 0)
     _check_exit("posix_spawn", os.waitstatus_to_exitcode(status))
+
+
+def spawn_trio_run_process(iterations: int, warmup: int) -> list[float]:
+    """trio.run_process([true]) in one trio.run: what a trio-based spawn costs."""
+
+    async def main() -> list[float]:
+        samples = []
+        for i in range(warmup + iterations):
+            t0 = time.perf_counter()
+            done = await trio.run_process([TRUE], check=False)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            _check_exit("trio.run_process", done.returncode)
+            if i >= warmup:
+                samples.append(elapsed)
+        return samples
+
+    return trio.run(main)
 
 
 def _read_pty_to_eof(master: int) -> int:

@@ -24,6 +24,7 @@ import datetime
 import gc
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import _baselines as base
+import _memory
 import _ours as ours
 from _stats import machine_info, summarize, versions
 
@@ -38,7 +40,26 @@ MIB = base.MIB
 LINE = b"unified_exec round-trip probe!!\n"  # 31 characters + newline = 32 bytes
 assert len(LINE) == 32
 
-METRICS = ("spawn", "throughput", "roundtrip", "concurrency")
+METRICS = ("spawn", "throughput", "roundtrip", "concurrency", "memory")
+
+# Issue 12's targets: metric -> ours variant -> (baseline, target ratio ours/baseline,
+# "max" or "min"). The table, the chart and performance.md show these pairs.
+TARGETS: dict[str, dict[str, tuple[str, float, str]]] = {
+    "spawn": {
+        "ours_pipe": ("subprocess_run", 1.3, "max"),
+        "ours_tty": ("subprocess_run", 1.5, "max"),
+    },
+    "throughput": {
+        "ours_pipe": ("pipe_osread", 0.7, "min"),
+        "ours_tty": ("pty_osread", 0.9, "min"),
+    },
+    "roundtrip": {
+        "ours_pipe": ("trio_pipe", 2.0, "max"),
+        "ours_tty": ("pty_osrw_echo", 1.5, "max"),
+    },
+    "concurrency": {"ours_pipe": ("subprocess_popen", 1.2, "max")},
+    "memory": {"ours_tty": ("ptyprocess", 1.5, "max")},
+}
 
 # name -> (full default, --quick default)
 PRESETS: dict[str, tuple[int, int]] = {
@@ -52,6 +73,8 @@ PRESETS: dict[str, tuple[int, int]] = {
     "concurrency": (100, 100),
     "concurrency_rounds": (5, 2),
     "concurrency_warmup": (1, 1),
+    "memory_sessions": (64, 4),
+    "memory_rounds": (3, 1),
     "blocks": (4, 2),
 }
 
@@ -87,13 +110,21 @@ def _split(total: int, parts: int) -> list[int]:
 def round_robin(
     variants: Sequence[Variant], blocks: Sequence[Any], progress: Callable[[str], None]
 ) -> dict[str, list[float]]:
-    """Run every variant once per block, rotating the order from block to block."""
+    """Run every variant once per block, rotating the order from block to block.
+
+    Also records each variant's median per block (key ``"<name>@blocks"``), so a
+    ratio can be taken within each block, where drift hits both sides alike.
+    """
     samples: dict[str, list[float]] = {v.name: [] for v in variants}
+    for v in variants:
+        samples[v.name + "@blocks"] = []
     for i, block in enumerate(blocks):
         k = i % len(variants)
         for v in [*variants[k:], *variants[:k]]:
             progress(f"{v.name} [{i + 1}/{len(blocks)}]")
-            samples[v.name].extend(v.measure(block))
+            got = v.measure(block)
+            samples[v.name].extend(got)
+            samples[v.name + "@blocks"].append(statistics.median(got))
     return samples
 
 
@@ -138,18 +169,24 @@ def spawn_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) -> di
             sync(base.spawn_ptyprocess),
         ),
         Variant(
+            "trio_run_process",
+            "baseline",
+            "trio.run_process (the floor of a trio-based spawn)",
+            lambda block: base.spawn_trio_run_process(*block),
+        ),
+        Variant(
             "ours_pipe",
             "ours",
             "open_process + wait(), tty=False",
             _ours(ours.spawn_ms, False),
-            compare=("subprocess_run", "posix_spawn"),
+            compare=("subprocess_run", "posix_spawn", "trio_run_process"),
         ),
         Variant(
             "ours_tty",
             "ours",
             "open_process + wait(), tty=True",
             _ours(ours.spawn_ms, True),
-            compare=("ptyprocess", "openpty_popen"),
+            compare=("subprocess_run", "openpty_popen", "ptyprocess"),
         ),
     ]
     return {
@@ -234,7 +271,7 @@ def roundtrip_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) -
             "ours",
             "write + read(after_seq, wait), tty=False, pipe_stdin",
             _ours(ours.roundtrip_us, False),
-            compare=("pipe_osrw", "trio_pipe"),
+            compare=("trio_pipe", "pipe_osrw"),
         ),
         Variant(
             "ours_tty",
@@ -292,11 +329,40 @@ def concurrency_metric(cfg: argparse.Namespace, progress: Callable[[str], None])
     }
 
 
+def memory_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    count = cfg.memory_sessions
+    variants = [
+        Variant(
+            "ptyprocess",
+            "baseline",
+            f"ptyprocess: {count} idle bash -i at their prompt (fresh interpreter)",
+            lambda _b: [_memory.measure("ptyprocess", count)],
+        ),
+        Variant(
+            "ours_tty",
+            "ours",
+            f"LocalPtyBackend: {count} idle bash -i at their prompt (fresh interpreter)",
+            lambda _b: [_memory.measure("ours", count)],
+            compare=("ptyprocess",),
+        ),
+    ]
+    samples = round_robin(variants, [()] * cfg.memory_rounds, progress)
+    return {
+        "title": f"controller memory per idle PTY session ({count} x bash -i)",
+        "unit": "KiB",
+        "higher_is_better": False,
+        "params": {"sessions": count, "rounds": cfg.memory_rounds},
+        "variants": variants,
+        "samples": samples,
+    }
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Callable[[str], None]], dict[str, Any]]] = {
     "spawn": spawn_metric,
     "throughput": throughput_metric,
     "roundtrip": roundtrip_metric,
     "concurrency": concurrency_metric,
+    "memory": memory_metric,
 }
 
 
@@ -333,10 +399,23 @@ def finish_metric(raw: dict[str, Any], seconds: float) -> dict[str, Any]:
             )
         out_variants[v.name]["compared_with"] = list(v.compare)
         if v.compare:
-            primary[v.name] = {
-                "baseline": v.compare[0],
-                "ratio": ratios[f"{v.name}/{v.compare[0]}"],
+            b = v.compare[0]
+            mine, theirs = raw["samples"][v.name + "@blocks"], raw["samples"][b + "@blocks"]
+            paired = [o / t for o, t in zip(mine, theirs, strict=True) if t > 0]
+            entry: dict[str, Any] = {
+                "baseline": b,
+                "ratio": ratios[f"{v.name}/{b}"],
+                # median over blocks of (ours / baseline) within the same block
+                "paired_ratio": _round(statistics.median(paired)) if paired else None,
+                "blocks": len(paired),
             }
+            target = TARGETS.get(raw["name"], {}).get(v.name)
+            if target is not None and target[0] == b:
+                entry["target"] = target[1]
+                entry["target_kind"] = target[2]
+                r = entry["paired_ratio"] or entry["ratio"]
+                entry["met"] = r <= target[1] if target[2] == "max" else r >= target[1]
+            primary[v.name] = entry
     return {
         "title": raw["title"],
         "unit": raw["unit"],
@@ -438,7 +517,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("spawn_iterations", "throughput_bytes", "throughput_runs", "roundtrip_trips"):
         if getattr(cfg, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("concurrency", "concurrency_rounds", "blocks"):
+    for name in ("concurrency", "concurrency_rounds", "blocks", "memory_sessions", "memory_rounds"):
         if getattr(cfg, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     cfg.metrics = [m.strip() for m in cfg.metrics.split(",") if m.strip()]
@@ -474,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.collect()
         t0 = time.perf_counter()
         raw = RUNNERS[name](cfg, progress)
+        raw["name"] = name
         results["metrics"][name] = finish_metric(raw, time.perf_counter() - t0)
     results["total_seconds"] = round(time.perf_counter() - started, 2)
     results["machine"]["loadavg_at_end"] = list(os.getloadavg())

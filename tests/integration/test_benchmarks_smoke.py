@@ -11,12 +11,21 @@ from pathlib import Path
 import pytest
 
 RUN_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
+CHART_PY = RUN_PY.with_name("chart.py")
 
 EXPECTED = {
-    "spawn": {"ours_pipe", "ours_tty", "subprocess_run", "posix_spawn", "ptyprocess"},
+    "spawn": {
+        "ours_pipe",
+        "ours_tty",
+        "subprocess_run",
+        "posix_spawn",
+        "ptyprocess",
+        "trio_run_process",
+    },
     "throughput": {"ours_pipe", "ours_tty", "pipe_osread", "pty_osread"},
-    "roundtrip": {"ours_pipe", "ours_tty", "pipe_osrw"},
+    "roundtrip": {"ours_pipe", "ours_tty", "pipe_osrw", "trio_pipe", "pty_osrw_echo"},
     "concurrency": {"ours_pipe", "subprocess_popen"},
+    "memory": {"ours_tty", "ptyprocess"},
 }
 
 
@@ -69,7 +78,29 @@ def test_quick_run_writes_every_metric(tmp_path: Path) -> None:
         for primary in metric["primary_ratios"].values():
             assert primary["baseline"] in baselines
             assert _positive(primary["ratio"])
+            assert _positive(primary["paired_ratio"])
+            # Every figure of issue 12 carries its target.
+            assert _positive(primary["target"]), (name, primary)
+            assert primary["target_kind"] in ("max", "min")
+            assert isinstance(primary["met"], bool)
 
     # The table names every metric.
     for name in EXPECTED:
         assert name in proc.stdout
+
+    # chart.py turns these tiny results (and a remote.json, if any) into the chart
+    # and the README table.
+    chart = subprocess.run(
+        [sys.executable, str(CHART_PY), "--local", str(out), "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert chart.returncode == 0, chart.stdout + chart.stderr
+    png = (tmp_path / "performance.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+    table = (tmp_path / "performance.md").read_text(encoding="utf-8")
+    assert table.startswith("| figure | ours | baseline")
+    for figure in ("pipes", "PTY", "round trip", "concurrent", "memory"):
+        assert figure in table, figure
