@@ -109,7 +109,12 @@ class WsTransport:
         self._quickack = _TCP_QUICKACK is not None
 
     async def send(self, text: str) -> None:
-        await self._ws.send_message(text)
+        """Raise ``trio.BrokenResourceError`` once the peer closed, as trio's streams do,
+        so the rpc layer tells a lost link by type, not by this library's exceptions."""
+        try:
+            await self._ws.send_message(text)
+        except trio_websocket.ConnectionClosed as exc:
+            raise trio.BrokenResourceError(f"websocket closed: {exc.reason}") from exc
 
     async def receive(self) -> str | bytes | None:
         try:

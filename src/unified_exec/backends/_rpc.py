@@ -28,7 +28,9 @@ log = logging.getLogger("unified_exec.remote")
 
 
 class Transport(Protocol):
-    async def send(self, text: str) -> None: ...
+    async def send(self, text: str) -> None:
+        """Send one frame; ``trio.BrokenResourceError`` (or ``OSError``) once the link is gone."""
+        ...
 
     async def receive(self) -> str | bytes | None:
         """Next frame; None when the peer closed."""
@@ -182,11 +184,6 @@ class RpcClient:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._lose(f"send failed: {exc!r}")
                 raise TransportLostError(self.lost) from exc
-            except Exception as exc:
-                if type(exc).__name__ == "ConnectionClosed":
-                    self._lose(f"send failed: {exc!r}")
-                    raise TransportLostError(self.lost) from exc
-                raise
 
     async def notify(self, method: str, params: Any = None) -> None:
         await self._send(rpc.Notification(method=method, params=params))

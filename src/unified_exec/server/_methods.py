@@ -23,6 +23,7 @@ from .._protocol import _messages as m
 from .._request import ExecRequest
 from .._uri import file_uri, uri_path
 from .._version import __version__
+from ..backends._description import Location, describe_backend
 from ._codex_start import codex_methods
 from ._conn import ConnState
 from ._envinfo import codex_environment
@@ -92,9 +93,12 @@ def parse_cwd(cwd: str) -> str:
     return path if path.startswith("/") else "/" + path
 
 
-def environment() -> dict[str, Any]:
+def environment(backend: object = None) -> dict[str, Any]:
+    """Our environmentInfo: this machine's, unless the served backend runs its processes
+    elsewhere (a relay serving a remote backend or a pool): then where they run, as far
+    as the backend describes it."""
     shell = os.environ.get("SHELL", "/bin/sh")
-    return codex_environment(
+    info = codex_environment(
         {
             "shell": {"name": os.path.basename(shell), "path": shell},
             "executorVersion": f"unified_exec {__version__}",
@@ -105,6 +109,18 @@ def environment() -> dict[str, Any]:
             "capabilities": dict(CAPABILITIES),
         }
     )
+    described = describe_backend(backend)
+    if described.location in (Location.LOCAL, Location.UNKNOWN):
+        return info
+    if described.cwd is not None:
+        info["cwd"] = file_uri(described.cwd)
+    if described.home is not None:
+        info["userHomeDir"] = file_uri(described.home)
+    if described.shell is not None:
+        info["shell"] = {"name": os.path.basename(described.shell), "path": described.shell}
+    if described.platform is not None:
+        info["platformOs"] = described.platform
+    return info
 
 
 def _unit(params: Any) -> None:
@@ -142,7 +158,7 @@ class Methods:
     async def environment_info(self, state: ConnState, session: Session, params: Any) -> Any:
         _unit(params)
         await trio.lowlevel.checkpoint()
-        return environment()
+        return environment(self.server.backend)
 
     async def environment_status(self, state: ConnState, session: Session, params: Any) -> Any:
         _unit(params)

@@ -302,7 +302,7 @@ class ExecServer:
         result = m.unstructure(
             m.InitializeResult(
                 session_id=session.session_id,
-                environment_info=environment(),
+                environment_info=environment(self.backend),
                 extensions=EXTENSIONS,
             )
         )
