@@ -47,6 +47,8 @@ stress: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/remote.py
+	$(PY) benchmarks/tools_overhead.py
+	$(PY) benchmarks/chart.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
