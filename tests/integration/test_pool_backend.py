@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import pytest
 import trio
 
 import unified_exec as ue
+from tests._dns import LoopbackDnsServer
 from unified_exec._events import ClosedEvent, ExitedEvent, FailedEvent, OutputEvent
 from unified_exec.backends.pool import DnsDiscovery, PoolBackend
 
@@ -160,43 +154,6 @@ async def test_max_per_server_caps_placement(
                 await pool.start(_wait_req("c-over"))
 
 
-class _DnsServer:
-    """A real DNS server on a loopback UDP socket, answering A queries for one name
-    from a mutable record set (dnspython's message API; no hand-written parsing)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.addresses: list[str] = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.queries = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                wire, peer = self.sock.recvfrom(4096)
-            except OSError:
-                return
-            query = dns.message.from_wire(wire)
-            reply = dns.message.make_response(query)
-            reply.flags |= dns.flags.AA
-            question = query.question[0]
-            if question.name.to_text() != self.name or not self.addresses:
-                reply.set_rcode(dns.rcode.NXDOMAIN)
-            elif question.rdtype == dns.rdatatype.A:
-                reply.answer.append(
-                    dns.rrset.from_text_list(question.name, 1, "IN", "A", list(self.addresses))
-                )
-            self.queries += 1
-            self.sock.sendto(reply.to_wire(), peer)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 async def test_dns_discovery_admits_new_pods_and_drains_vanished_ones() -> None:
     """Every A record of the headless Service's name is a pod; all pods share a port."""
     first, url_a = _serve("127.0.0.6")
@@ -206,7 +163,7 @@ async def test_dns_discovery_admits_new_pods_and_drains_vanished_ones() -> None:
     except Exception:
         _stop(first)
         raise
-    dns_server = _DnsServer("exec.pool.svc.cluster.local.")
+    dns_server = LoopbackDnsServer("exec.pool.svc.cluster.local.")
     dns_server.addresses = ["127.0.0.6"]
     source = DnsDiscovery(
         "exec.pool.svc.cluster.local.", port, interval=0.3,

@@ -18,19 +18,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import pytest
 import trio
 from mcp.client.session import ClientSession
+
+from tests._dns import LoopbackDnsServer
 
 from ._mcp_helpers import (
     MARKER_VAR,
@@ -324,43 +320,6 @@ def test_a_pool_nobody_answers_fails_with_each_members_error() -> None:
 # -- dns:NAME[:PORT]@NAMESERVER ----------------------------------------------------------
 
 
-class _DnsServer:
-    """A real DNS server on a loopback UDP socket answering A queries for one name
-    (dnspython's message API; no hand-written parsing)."""
-
-    def __init__(self, name: str, addresses: list[str]) -> None:
-        self.name = name
-        self.addresses = addresses
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.queries = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                wire, peer = self.sock.recvfrom(4096)
-            except OSError:
-                return
-            query = dns.message.from_wire(wire)
-            reply = dns.message.make_response(query)
-            reply.flags |= dns.flags.AA
-            question = query.question[0]
-            if question.name.to_text() != self.name or not self.addresses:
-                reply.set_rcode(dns.rcode.NXDOMAIN)
-            elif question.rdtype == dns.rdatatype.A:
-                reply.answer.append(
-                    dns.rrset.from_text_list(question.name, 1, "IN", "A", self.addresses)
-                )
-            self.queries += 1
-            self.sock.sendto(reply.to_wire(), peer)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def dns_pods(token_file: str) -> Iterator[tuple[list[Server], int]]:
     """Two servers on one port at two loopback addresses (pods behind a headless
@@ -389,7 +348,7 @@ async def test_dns_pool_for_mcp_and_exec(
     dns_pods: tuple[list[Server], int], token_file: str
 ) -> None:
     pods, port = dns_pods
-    dns_server = _DnsServer(DNS_NAME, [s.url.removeprefix("ws://").rsplit(":", 1)[0]
+    dns_server = LoopbackDnsServer(DNS_NAME, [s.url.removeprefix("ws://").rsplit(":", 1)[0]
                                        for s in pods])  # fmt: skip
     spec = f"dns:{DNS_NAME}:{port}@127.0.0.1:{dns_server.port}"
     marker = new_marker()
@@ -417,7 +376,7 @@ async def test_dns_pool_for_mcp_and_exec(
 
 
 def test_dns_name_without_records_fails_clearly() -> None:
-    dns_server = _DnsServer(DNS_NAME, [])
+    dns_server = LoopbackDnsServer(DNS_NAME, [])
     try:
         done = _exec("--pool", f"dns:{DNS_NAME}@127.0.0.1:{dns_server.port}", "--", "true")
     finally:
