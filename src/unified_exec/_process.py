@@ -1,15 +1,16 @@
 """UnifiedExecProcess: one process from any backend, with one behaviour.
 
-A system task (the pump) moves the handle's events into an EventLog. The pump holds
-the handle and the log, not the UnifiedExecProcess, so dropping the last reference
-to a process lets it be collected, and collection terminates it.
+The handle's events go into an EventLog: straight from the backend's own task
+when it can hand them over (``DirectEvents``), else through a system task (the
+pump). Neither holds the UnifiedExecProcess, so dropping the last reference to a
+process lets it be collected, and collection terminates it.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Final
@@ -31,7 +32,14 @@ from ._log import EventLog, EvictedSeqs
 from ._request import ExecRequest
 from ._state import ProcessState
 from ._validate import check_duration, check_size
-from .backends._base import Capability, ExecBackend, ProcessHandle, capabilities_of
+from .backends._base import (
+    Capability,
+    DirectEvents,
+    ExecBackend,
+    ProcessHandle,
+    capabilities_of,
+    direct_events,
+)
 
 __all__ = ["DEFAULT_RETENTION_BYTES", "ReadResult", "UnifiedExecProcess", "open_process"]
 
@@ -77,6 +85,8 @@ class _Shared:
         # must not keep the end from coming. What an active reader has not seen yet
         # is then kept by the log instead (pin_unseen), so terminating loses nothing.
         self.unthrottled = False
+        self._pumping = False  # a pump task runs (or has run)
+        self._direct: tuple[str, DirectEvents] | None = None  # (process id, events)
 
     def unthrottle(self) -> None:
         self.log.pin_unseen = True
@@ -99,26 +109,48 @@ class _Shared:
             self.log.append(FailedEvent(f"backend protocol error: {exc}"))
         self.changed.unpark_all()
 
+    def attach(self, handle: ProcessHandle) -> None:
+        """Start taking ``handle``'s events.
+
+        A backend whose iterator can hand events over in its own task
+        (``DirectEvents``) needs no task here: events go straight into the log
+        (``offer``), and a pump starts only once the log has to hold one back.
+        Any other iterator gets a pump of its own (a system task).
+        """
+        try:
+            events = handle.events()
+        except Exception as exc:
+            log.exception("process event pump failed")
+            self.append(FailedEvent(f"backend error: {exc!r}"))
+            return
+        direct = direct_events(events)
+        if direct is None:
+            self._start_pump(handle.process_id, events)
+            return
+        self._direct = (handle.process_id, direct)
+        direct.connect(self.offer)
+
+    def _start_pump(self, process_id: str, events: AsyncIterator[ProcessEvent]) -> None:
+        self._pumping = True
+        trio.lowlevel.spawn_system_task(self.pump, events, name=f"unified_exec pump {process_id}")
+
     def offer(self, event: ProcessEvent) -> bool:
         """The backend's sink (see backends/_queue.py): take ``event`` now, in the
-        producer's task, unless the pump would have to hold it back."""
+        producer's task, unless the log would have to hold it back; then the pump
+        (started now, if it is not running) takes it when there is room."""
         if (
-            isinstance(event, OutputEvent)
+            type(event) is OutputEvent
             and not self.unthrottled
             and self.log.would_evict_unseen(len(event.data))
         ):
+            if not self._pumping and self._direct is not None:
+                self._start_pump(*self._direct)
             return False
         self.append(event)
         return True
 
-    async def pump(self, handle: ProcessHandle) -> None:
+    async def pump(self, events: AsyncIterator[ProcessEvent]) -> None:
         try:
-            events = handle.events()
-            # A backend that can hand events over in its own task saves one task
-            # switch per event; what the sink refuses still comes through here.
-            connect = getattr(events, "connect", None)
-            if connect is not None:
-                connect(self.offer)
             async for event in events:
                 if isinstance(event, OutputEvent):
                     while not self.unthrottled and self.log.would_evict_unseen(len(event.data)):
@@ -178,9 +210,7 @@ class UnifiedExecProcess:
         """Wrap a handle some backend already started (must run inside trio)."""
         _check_retention(retention_bytes)
         shared = _Shared(retention_bytes)
-        trio.lowlevel.spawn_system_task(
-            shared.pump, handle, name=f"unified_exec pump {handle.process_id}"
-        )
+        shared.attach(handle)
         return cls(handle, shared)
 
     # -- facts -----------------------------------------------------------------------

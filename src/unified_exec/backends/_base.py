@@ -3,14 +3,26 @@ them structurally and never imports our implementation classes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+import weakref
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol, cast, runtime_checkable
 
 from .._events import ProcessEvent, WriteStatus
 from .._request import ExecRequest
 from ._description import Capability
 
-__all__ = ["Capability", "ExecBackend", "ProcessHandle", "capabilities_of"]
+__all__ = [
+    "Capability",
+    "DirectEvents",
+    "ExecBackend",
+    "ProcessHandle",
+    "Sink",
+    "capabilities_of",
+    "direct_events",
+]
+
+Sink = Callable[[ProcessEvent], bool]
+"""Takes an event (True) or leaves it to be iterated (False); must not raise."""
 
 
 def capabilities_of(handle: object) -> frozenset[Capability]:
@@ -23,6 +35,38 @@ def capabilities_of(handle: object) -> frozenset[Capability]:
     if callable(getattr(handle, "close_stdin", None)):
         found.add(Capability.CLOSE_STDIN)
     return frozenset(found)
+
+
+@runtime_checkable
+class DirectEvents(Protocol):
+    """An ``events()`` iterator that can also hand events over in the producer's task.
+
+    Optional: a handle's ``events()`` may return any async iterator. One that also
+    has ``connect`` lets the consumer take events without a task of its own:
+    ``connect(sink)`` offers every event to ``sink`` at once (what was already
+    waiting first), in seq order, whenever nothing is waiting and the consumer
+    holds no event. An event the sink refuses, and those after it, wait for the
+    consumer to iterate; once it has caught up the sink is offered events again.
+    """
+
+    def __aiter__(self) -> AsyncIterator[ProcessEvent]: ...
+
+    async def __anext__(self) -> ProcessEvent: ...
+
+    def connect(self, sink: Sink) -> None: ...
+
+
+_DIRECT: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def direct_events(events: AsyncIterator[ProcessEvent]) -> DirectEvents | None:
+    """``events`` as a DirectEvents, or None. The structural check costs ~5 us, so
+    it is made once per class."""
+    cls = type(events)
+    known = _DIRECT.get(cls)
+    if known is None:
+        known = _DIRECT[cls] = isinstance(events, DirectEvents)
+    return cast(DirectEvents, events) if known else None
 
 
 @runtime_checkable

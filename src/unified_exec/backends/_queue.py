@@ -1,16 +1,17 @@
-"""The hand-off between a backend's reader tasks and the one consumer of its events.
+"""The hand-off between a local child's supervisor and the one consumer of its events.
 
-Seqs are assigned here, at the moment an event is queued, so the queue order *is*
-the seq order. Output is bounded by bytes: readers wait for room before they read
-from the child again, which is how a slow consumer throttles the child. Exit,
-close and failure are never held back.
+Seqs are assigned here, at the moment an event is put, so the put order *is* the
+seq order. Output is bounded by bytes: the supervisor reads from the child only
+while there is room (``full`` is false), which is how a slow consumer throttles the
+child. Exit, close and failure are never held back.
 
-A consumer may connect a *sink* (``EventIterator.connect``): while it waits with
-nothing in hand and nothing is queued, a new event is offered to the sink first,
-right in the reader's task. A sink that takes it saves a task switch per event
-(the round trip, a throughput chunk); one that refuses (its own reader is behind)
-leaves it queued, as without a sink. Either way the order is the seq order: an
-event goes to the sink only when every earlier one has been delivered.
+A consumer may connect a *sink* (``EventIterator.connect``): whenever nothing is
+queued and the consumer holds no event, a new event is offered to the sink first,
+right in the producer's task. A consumer that only ever uses the sink needs no
+task of its own. One that refuses an event (its own reader is behind) leaves it
+queued and must then iterate to take it; until it has caught up, new events queue
+behind it. Either way the order is the seq order: an event goes to the sink only
+when every earlier one has been delivered.
 """
 
 from __future__ import annotations
@@ -21,40 +22,63 @@ from collections.abc import Callable
 import trio
 
 from .._events import ClosedEvent, ExitedEvent, FailedEvent, OutputEvent, ProcessEvent, Stream
+from ._base import Sink
 
 __all__ = ["EventIterator", "EventQueue", "Sink"]
 
-Sink = Callable[[ProcessEvent], bool]
-"""Takes an event (True) or leaves it to be queued (False); must not raise."""
-
 
 class EventQueue:
+    __slots__ = (
+        "_bytes",
+        "_capacity",
+        "_consumer_idle",
+        "_ended",
+        "_items",
+        "_next_seq",
+        "_ready",
+        "_room",
+        "_sink",
+        "on_room",
+        "unbounded",
+        "waiting_for_room",
+    )
+
     def __init__(self, capacity_bytes: int) -> None:
         self._capacity = capacity_bytes
         self._items: deque[ProcessEvent] = deque()
         self._bytes = 0
         self._next_seq = 1
         self._ended = False  # the terminal event was put (queued or taken by the sink)
-        self.changed = trio.lowlevel.ParkingLot()
-        self.waiting_for_room = 0
+        self._ready = trio.lowlevel.ParkingLot()  # the consumer waits here for events
+        self._room = trio.lowlevel.ParkingLot()  # wait_room() waits here
+        self.waiting_for_room = False  # the producer is throttled (set by it)
+        # Called when room opens while waiting_for_room: the producer's wake-up
+        # when it waits for room and for something else at once.
+        self.on_room: Callable[[], None] | None = None
         self.unbounded = False  # set when terminating: the end must never wait for room
         self._sink: Sink | None = None
-        self._consumer_idle = False  # the consumer is parked with nothing in hand
+        self._consumer_idle = False  # the consumer holds no event (parked, or none yet)
 
     @property
     def full(self) -> bool:
         return not self.unbounded and self._bytes >= self._capacity
 
     async def wait_room(self) -> None:
+        """Until there is room: for a producer with nothing else to wait for."""
         if not self.full:
+            await trio.lowlevel.checkpoint()
             return
-        self.waiting_for_room += 1
-        self.changed.unpark_all()
+        self.waiting_for_room = True
         try:
             while self.full:
-                await self.changed.park()
+                await self._room.park()
         finally:
-            self.waiting_for_room -= 1
+            self.waiting_for_room = False
+
+    def _room_opened(self) -> None:
+        self._room.unpark_all()
+        if self.on_room is not None:
+            self.on_room()
 
     def _put(self, event: ProcessEvent) -> None:
         if self._ended:
@@ -63,17 +87,25 @@ class EventQueue:
         sink = self._sink
         if sink is not None and self._consumer_idle and not self._items and sink(event):
             if self._ended:
-                self.changed.unpark_all()  # the consumer learns that the stream is over
+                self._ready.unpark_all()  # a parked consumer learns that the stream is over
             return
         self._items.append(event)
-        if isinstance(event, OutputEvent):
+        if type(event) is OutputEvent:
             self._bytes += len(event.data)
-        self.changed.unpark_all()
+        self._ready.unpark_all()
 
     def _take_seq(self) -> int:
         seq = self._next_seq
         self._next_seq += 1
         return seq
+
+    def _popleft(self) -> ProcessEvent:
+        event = self._items.popleft()
+        if type(event) is OutputEvent:
+            self._bytes -= len(event.data)
+            if self.waiting_for_room and not self.full:
+                self._room_opened()
+        return event
 
     def put_output(self, stream: Stream, data: bytes) -> None:
         self._put(OutputEvent(seq=self._take_seq(), stream=stream, data=data))
@@ -87,15 +119,21 @@ class EventQueue:
     def put_failed(self, message: str) -> None:
         self._put(FailedEvent(message=message))
 
-    def notify(self) -> None:
-        self.changed.unpark_all()
+    def make_unbounded(self) -> None:
+        """Nothing can write any more: the end must never wait for room again."""
+        self.unbounded = True
+        if self.waiting_for_room:
+            self._room_opened()
 
     def events(self) -> EventIterator:
         return EventIterator(self)
 
 
 class EventIterator:
-    """The consumer's side: every event once, in seq order, ending after Closed/Failed."""
+    """The consumer's side: every event once, in seq order, ending after Closed/Failed.
+
+    It is a ``unified_exec.backends._base.DirectEvents``: see ``connect``.
+    """
 
     __slots__ = ("_done", "_queue")
 
@@ -104,8 +142,19 @@ class EventIterator:
         self._done = False
 
     def connect(self, sink: Sink) -> None:
-        """Offer new events to ``sink`` while this iterator waits with nothing queued."""
-        self._queue._sink = sink
+        """Offer events to ``sink`` in the producer's task from now on, whenever
+        nothing is queued and the consumer holds no event. What was queued before
+        goes to the sink now, in order, until it refuses one; what it refused, and
+        what queues behind it, is the iterator's to take."""
+        q = self._queue
+        q._sink = sink
+        while q._items:
+            if not sink(q._items[0]):
+                return
+            if isinstance(q._popleft(), ClosedEvent | FailedEvent):
+                self._finish()
+                return
+        q._consumer_idle = True
 
     def __aiter__(self) -> EventIterator:
         return self
@@ -121,14 +170,12 @@ class EventIterator:
                     if q._ended:  # the sink took the terminal event
                         self._finish()
                         raise StopAsyncIteration
-                    await q.changed.park()
+                    await q._ready.park()
             finally:
                 q._consumer_idle = False
-        event = q._items.popleft()
-        if isinstance(event, OutputEvent):
-            q._bytes -= len(event.data)
-            q.changed.unpark_all()
-        elif isinstance(event, ClosedEvent | FailedEvent):
+        q._consumer_idle = False  # it holds this event until it asks for the next
+        event = q._popleft()
+        if isinstance(event, ClosedEvent | FailedEvent):
             self._finish()
         return event
 

@@ -1,9 +1,10 @@
 """Reading a local child's output into its EventQueue.
 
-One task per stream waits for readability (and for room in the queue: that wait
-is how a slow consumer throttles the child). A stream is at EOF only when a read
-said so: a reader task that was cancelled has *not* seen EOF, and whoever still
-holds the stream's write side must be found and killed (see supervise/cleanup).
+No task of its own: the supervisor reads when its wait says a stream is readable
+(and only with room in the queue: that is how a slow consumer throttles the
+child), and so does a consumer about to wait (``poll_output``). A stream is at EOF
+only when a read said so: a supervisor that was cancelled has *not* seen EOF, and
+whoever still holds the stream's write side must be found and killed (cleanup).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-
-import trio
+from collections.abc import Container
 
 from .._events import Stream
 from ._queue import EventQueue
@@ -31,6 +31,8 @@ _FIRST_READ = 64 * 1024
 
 
 class OutputReader:
+    __slots__ = ("_pty", "_queue", "_read_size", "eof", "fds", "label")
+
     def __init__(self, readers: dict[Stream, int], queue: EventQueue, read_size: int) -> None:
         self.fds = dict(readers)  # ours; closed by close()
         for fd in self.fds.values():
@@ -44,33 +46,23 @@ class OutputReader:
     def all_eof(self) -> bool:
         return all(name in self.eof for name in self.fds)
 
-    async def read_loop(self, name: Stream) -> None:
-        queue = self._queue
-        fd = self.fds[name]
-        try:
-            while name not in self.eof:
-                await queue.wait_room()
-                await trio.lowlevel.wait_readable(fd)
-                self.read_ready(name)
-        finally:
-            queue.notify()  # a cancelled loop leaves eof as it was: the truth
+    def live(self) -> list[int]:
+        """The fds not at EOF yet, in stream order."""
+        eof = self.eof
+        return [fd for name, fd in self.fds.items() if name not in eof]
 
-    def read_ready(self, upto: Stream | None = None) -> None:
-        """Read every ready stream once, stdout before stderr (up to ``upto``).
+    def read_ready(self, ready: Container[int] | None = None) -> None:
+        """Read every stream once (or those whose fd is in ``ready``), stdout first.
 
         Both pipes often turn readable in the same wake-up; reading them in a fixed
-        order (rather than in whatever order trio runs the tasks) keeps
-        ``echo out; echo err >&2`` in the order it was written. So the task of a
-        stream reads the streams before it, then its own; the ones after it have
-        tasks of their own (that read this one first).
+        order keeps ``echo out; echo err >&2`` in the order it was written.
         """
         size = self._read_size
         first = min(size, _FIRST_READ)
+        eof = self.eof
         for name, fd in self.fds.items():
-            if name not in self.eof:
+            if name not in eof and (ready is None or fd in ready):
                 self._read_stream(name, fd, size, first)
-            if name == upto:
-                break
 
     def _read_stream(self, name: Stream, fd: int, size: int, first: int) -> None:
         # Take what is already there, up to read_size. A PTY hands out ~4 KiB per
@@ -104,12 +96,10 @@ class OutputReader:
             want = min(size - got, _FIRST_READ)
         if parts:
             self._queue.put_output(name, parts[0] if len(parts) == 1 else b"".join(parts))
-        if name in self.eof:
-            self._queue.notify()
 
     def close(self) -> None:
-        """Synchronous, so it also runs when the trio run is being torn down."""
+        """Synchronous, so it also runs when the trio run is being torn down. (No
+        trio task ever waits on these fds: the supervisor's epoll holds them.)"""
         for fd in self.fds.values():
-            trio.lowlevel.notify_closing(fd)
             os.close(fd)
         self.fds.clear()

@@ -1,8 +1,10 @@
 """Supervision and reaping of one local child: nothing of it survives, on any path.
 
-One system task per child waits for its exit (pidfd), lets the readers drain its
-output, then kills what is left: the process group, the session (job control puts
-commands in groups of their own), and any escapee still holding our stream. The
+One system task per child, the only task it has: it waits on one epoll holding the
+child's pidfd and output (``_watch``), reads in the same step (only while the queue
+has room), sees the exit, drains the output, then kills what is left: the process
+group, the session (job control puts commands in groups of their own), and any
+escapee still holding our stream. The
 zombie is kept (WNOWAIT) until then, so its pid, and so its pgid, cannot be reused
 under our kill. ``cleanup()`` is synchronous so that it also runs while the trio
 run is being torn down (an exception, Ctrl-C): it then scans /proc on this thread,
@@ -22,6 +24,7 @@ from ._queue import EventQueue
 from ._reader import OutputReader
 from ._stdin import StdinWriter
 from ._warden import warden
+from ._watch import ChildWatch
 
 __all__ = ["Supervisor", "kill_group"]
 
@@ -29,6 +32,7 @@ log = logging.getLogger("unified_exec.local")
 
 _TERMINATED_DRAIN = 0.05
 _ESCAPEE_DRAIN = 1.0
+_NO_PIDFD_POLL = 0.05
 
 
 def kill_group(pgid: int, sig: int) -> None:
@@ -43,14 +47,6 @@ def _exit_code(status: os.waitid_result) -> int:
     if status.si_code == os.CLD_EXITED:
         return status.si_status
     return 128 + status.si_status
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    """Cancelled, or a nursery's group made of nothing but Cancelled."""
-    if isinstance(exc, BaseExceptionGroup):
-        rest = exc.split(trio.Cancelled)[1]
-        return rest is None
-    return isinstance(exc, trio.Cancelled)
 
 
 class Supervisor:
@@ -85,6 +81,13 @@ class Supervisor:
             self._pidfd: int | None = os.pidfd_open(pid)
         except OSError:  # pragma: no cover - kernels before 5.3
             self._pidfd = None
+        try:
+            self._watch = ChildWatch()
+        except BaseException:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+            raise
+        queue.on_room = self._watch.wake
 
     # -- killing -------------------------------------------------------------------
 
@@ -102,23 +105,47 @@ class Supervisor:
     def all_dead(self) -> None:
         """Everything that could write is dead: what is left in the pipes is bounded,
         so the end must never wait for a consumer's room again."""
-        self.queue.unbounded = True
-        self.queue.notify()
+        self.queue.make_unbounded()
+        self._watch.wake()
 
     # -- the supervisor task ---------------------------------------------------------
 
-    async def _wait_exit(self) -> int:
-        if self._pidfd is not None:
-            await trio.lowlevel.wait_readable(self._pidfd)
-        else:  # pragma: no cover
-            await trio.to_thread.run_sync(
-                os.waitid, os.P_PID, self.pid, os.WEXITED | os.WNOWAIT, abandon_on_cancel=True
-            )
+    def wake(self) -> None:
+        """Let the supervisor look again at what to wait for (room, a terminate)."""
+        self._watch.wake()
+
+    def _exit_status(self) -> int | None:
         # WNOWAIT: the zombie keeps the pid (and so the pgid) from being reused
         # until we have killed what is left of the group.
-        status = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
-        assert status is not None
-        return _exit_code(status)
+        status = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        return None if status is None else _exit_code(status)
+
+    async def _wait_exit(self) -> int:
+        """Read output (while there is room) until the child exits; its exit code.
+
+        What the child wrote before it exited gets seqs before the exit: a wake-up
+        that brings both reads first. Only when throttled is that left for after.
+        """
+        reader, queue, watch, pidfd = self.reader, self.queue, self._watch, self._pidfd
+        while True:
+            throttled = queue.full
+            fds = [] if throttled else reader.live()
+            if pidfd is not None:
+                fds.append(pidfd)
+                queue.waiting_for_room = throttled
+                ready = await watch.wait(fds, wakeable=throttled)
+            else:  # pragma: no cover - kernels before 5.3: look every 50 ms
+                queue.waiting_for_room = throttled
+                deadline = trio.current_time() + _NO_PIDFD_POLL
+                ready = await watch.wait(fds, deadline=deadline, wakeable=throttled)
+                ready.append(-1)
+            queue.waiting_for_room = False
+            if ready and not queue.full:
+                reader.read_ready(ready)
+            if pidfd is None or pidfd in ready:
+                code = self._exit_status()
+                if code is not None:
+                    return code
 
     async def _drain_after_exit(self) -> None:
         """Wait for EOF, but only for the grace's worth of time we are not throttled.
@@ -127,48 +154,49 @@ class Supervisor:
         time does not count; a stray writer that never closes its end does. The
         grace is looked up on every turn: a terminate() during the wait shortens it.
         """
+        reader, queue = self.reader, self.queue
         used = 0.0
-        while not self.reader.all_eof():
+        while not reader.all_eof():
             grace = _TERMINATED_DRAIN if self.terminating else self._post_exit_grace
             if used >= grace:
                 return
-            if self.queue.waiting_for_room:
-                await self.queue.changed.park()
+            if queue.full:
+                await queue.wait_room()
                 continue
             start = trio.current_time()
-            with trio.move_on_after(grace - used):
-                await self.queue.changed.park()
+            ready = await self._watch.wait(
+                reader.live(), deadline=start + grace - used, wakeable=True
+            )
             used += trio.current_time() - start
+            if ready and not queue.full:
+                reader.read_ready(ready)
+
+    async def _drain_escapees(self) -> None:
+        """After the kills: what is left in the streams (the queue is unbounded now)."""
+        reader = self.reader
+        deadline = trio.current_time() + _ESCAPEE_DRAIN
+        while not reader.all_eof() and trio.current_time() < deadline:
+            reader.read_ready(await self._watch.wait(reader.live(), deadline=deadline))
 
     async def run(self) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                for name in self.reader.fds:
-                    nursery.start_soon(self.reader.read_loop, name)
-                code = await self._wait_exit()
-                # What the child wrote before it exited gets seqs before the exit.
-                # Only when throttled is that left to the readers (so, after exit).
-                if not self.queue.full:
-                    self.reader.read_ready()
-                self.exited.set()
-                self.stdin.cancel()
-                self.queue.put_exit(code)
-                await self._drain_after_exit()
-                kill_group(self.pid, signal.SIGKILL)
-                if not self.reader.all_eof():  # someone outside the group holds it
-                    _procfs.kill_all(await self.family())
-                    await self.kill_escapees()
-                self.all_dead()
-                if not self.reader.all_eof():  # (a cancel scope costs ~5 us: only if needed)
-                    with trio.move_on_after(_ESCAPEE_DRAIN):
-                        while not self.reader.all_eof():
-                            await self.queue.changed.park()
-                nursery.cancel_scope.cancel()
+            code = await self._wait_exit()
+            self.exited.set()
+            self.stdin.cancel()
+            self.queue.put_exit(code)
+            await self._drain_after_exit()
+            kill_group(self.pid, signal.SIGKILL)
+            if not self.reader.all_eof():  # someone outside the group holds it
+                _procfs.kill_all(await self.family())
+                await self.kill_escapees()
+            self.all_dead()
+            if not self.reader.all_eof():
+                await self._drain_escapees()
             self.cleanup()
             self.queue.put_closed()
         except BaseException as exc:
             self.cleanup()
-            if _is_cancellation(exc):
+            if isinstance(exc, trio.Cancelled):
                 self.queue.put_failed("process supervision was cancelled (the trio run ended)")
                 raise
             log.exception("supervising process %s failed", self.label)
@@ -187,6 +215,7 @@ class Supervisor:
             except ChildProcessError:
                 pass
             self.reaped = True
+        self._watch.close()  # first: it holds our fds
         if self._warden_key is not None:
             # Before our fds close: a closed pty's name is soon another's, and the
             # warden must never be left holding it.

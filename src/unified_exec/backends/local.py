@@ -143,7 +143,7 @@ class _LocalProcess:
         sup = self._sup
         sup.terminating = True
         sup.stdin.cancel()
-        sup.queue.notify()  # a supervisor waiting out post_exit_grace switches to the short one
+        sup.wake()  # a supervisor waiting out post_exit_grace switches to the short one
         if sup.reaped:
             await trio.lowlevel.checkpoint()
             return
