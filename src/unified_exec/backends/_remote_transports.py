@@ -1,9 +1,11 @@
 """The two links a RemoteExecBackend speaks over: a websocket, or a child's stdin/stdout.
 
 Both are message-framed (``send(text)`` / ``receive() -> frame | None``). The websocket
-one is opened here from a plain TCP (or TLS) stream we own, so that its socket options
-and its abrupt close need nothing private from trio-websocket (review observation 11),
-and every way the opening can fail comes out as one of our typed errors (defect 25).
+one is opened here from a plain TCP (or TLS) stream we own, upgraded with wsproto and
+then driven by ``WsChannel`` from the reading task itself (no reader task: two
+scheduler passes less per message); its socket options and its abrupt close are ours
+(review observation 11), and every way the opening can fail comes out as one of our
+typed errors (defect 25).
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 import trio
-import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.utilities import RemoteProtocolError as WsProtocolError
 
 from .._errors import InvalidRequestError, TransportLostError
 from .._groups import unwrap_single
 from .._protocol import _jsonrpc as rpc
+from ._wschannel import WsChannel
 
 __all__ = [
     "HandshakeRefused",
@@ -37,10 +42,12 @@ __all__ = [
 
 log = logging.getLogger("unified_exec.remote")
 
-#: Bytes asked of the socket per read. trio-websocket's 4 KiB default made its reader
-#: task the client's bottleneck on output floods (py-spy: 58% of a busy client); 1 MiB
-#: reads took 256 MiB over ws from 48-69 to 172-219 MiB/s on this 2-core machine.
+#: Bytes asked of the socket per read. 4 KiB reads made reading the client's
+#: bottleneck on output floods (py-spy: 58% of a busy client); 1 MiB reads took
+#: 256 MiB over ws from 48-69 to 172-219 MiB/s on this 2-core machine.
 _RECEIVE_BYTES = 1 << 20
+_HANDSHAKE_READ = 16 * 1024
+_REJECT_BODY_MAX = 4096  # of a refusal's body, kept for the error text
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _STDERR_LINES = 20  # last lines of the server's stderr kept for a loss message
 _STDERR_LINE_MAX = 4096  # ... each at most this long (a progress bar never ends a line)
@@ -103,44 +110,116 @@ def parse_ws_url(url: str, token: str | None) -> WsTarget:
 class WsTransport:
     """One websocket connection; ``abort()`` drops it at once (no closing handshake)."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection, stream: trio.SocketStream) -> None:
-        self._ws = ws
+    def __init__(self, channel: WsChannel, stream: trio.SocketStream) -> None:
+        self._channel = channel
         self._stream = stream
-        self._quickack = _TCP_QUICKACK is not None
+        if _TCP_QUICKACK is not None:
+            channel.after_read = self._quickack
+
+    def _quickack(self) -> None:
+        # codex's websocket server leaves Nagle on; with our delayed ACKs every
+        # exchange of small frames would stall ~40 ms. Acking at once after each
+        # read avoids that (perf-baselines.md, finding 2).
+        option = _TCP_QUICKACK
+        if option is None:
+            return
+        try:
+            self._stream.setsockopt(socket.IPPROTO_TCP, option, 1)
+        except OSError:
+            self._channel.after_read = None
 
     async def send(self, text: str) -> None:
-        """Raise ``trio.BrokenResourceError`` once the peer closed, as trio's streams do,
-        so the rpc layer tells a lost link by type, not by this library's exceptions."""
-        try:
-            await self._ws.send_message(text)
-        except trio_websocket.ConnectionClosed as exc:
-            raise trio.BrokenResourceError(f"websocket closed: {exc.reason}") from exc
+        """Raises ``trio.BrokenResourceError`` once the peer closed, as trio's streams
+        do, so the rpc layer tells a lost link by type."""
+        await self._channel.send(text)
 
     async def receive(self) -> str | bytes | None:
-        try:
-            message = await self._ws.get_message()
-        except trio_websocket.ConnectionClosed:
-            return None
-        if self._quickack and _TCP_QUICKACK is not None:
-            # codex's websocket server leaves Nagle on; with our delayed ACKs every
-            # exchange of small frames would stall ~40 ms. Acking at once after each
-            # message avoids that (perf-baselines.md, finding 2).
-            try:
-                self._stream.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-            except OSError:
-                self._quickack = False
-        return message
+        return await self._channel.receive()
 
     async def ping(self) -> None:
-        """Send a websocket ping and wait for its pong (ConnectionClosed if gone)."""
-        await self._ws.ping()
+        """Send a websocket ping and wait for its pong (BrokenResourceError if gone)."""
+        await self._channel.ping()
 
     async def abort(self) -> None:
         """Close the TCP connection now: used when the peer stopped answering."""
         await self._stream.aclose()
 
     async def aclose(self) -> None:
-        await self._ws.aclose()
+        await self._channel.aclose(1000, "", 2.0)
+
+
+def _host_header(target: WsTarget) -> str:
+    if ":" in target.host:
+        return f"[{target.host}]:{target.port}"
+    return target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
+
+
+async def _connect(target: WsTarget) -> tuple[trio.SocketStream, trio.abc.Stream]:
+    tcp = await trio.open_tcp_stream(target.host, target.port)
+    try:
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not target.tls:
+            return tcp, tcp
+        tls = trio.SSLStream(
+            tcp, ssl.create_default_context(), server_hostname=target.host,
+            https_compatible=True,
+        )  # fmt: skip
+        await tls.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+    return tcp, tls
+
+
+async def _upgrade(target: WsTarget, stream: trio.abc.Stream) -> Connection:
+    """The client's opening handshake; the open connection, or why not (typed).
+
+    A peer that hangs up mid-handshake is a TransportLostError at once (with
+    trio-websocket it waited out the whole connect_timeout).
+    """
+    ws = WSConnection(ConnectionType.CLIENT)
+    request = Request(
+        host=_host_header(target), target=target.resource, extra_headers=target.headers or []
+    )
+    await stream.send_all(ws.send(request))
+    refused: RejectConnection | None = None
+    body = bytearray()
+    while True:
+        data = await stream.receive_some(_HANDSHAKE_READ)
+        if not data:
+            if refused is not None:  # a refusal's body may run until the hang-up
+                raise _refusal(target, refused, bytes(body))
+            raise TransportLostError(
+                f"cannot connect to exec-server {target.url}: the server closed the "
+                "connection during the websocket handshake"
+            )
+        try:
+            ws.receive_data(bytes(data))
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    assert ws.connection is not None
+                    return ws.connection
+                if isinstance(event, RejectConnection):
+                    refused = event
+                    if not event.has_body:
+                        raise _refusal(target, event, b"")
+                elif isinstance(event, RejectData) and refused is not None:
+                    body += event.data[: _REJECT_BODY_MAX - len(body)]
+                    if event.body_finished:
+                        raise _refusal(target, refused, bytes(body))
+        except WsProtocolError as exc:
+            raise TransportLostError(
+                f"cannot connect to exec-server {target.url}: bad handshake answer ({exc})"
+            ) from None
+
+
+def _refusal(target: WsTarget, event: RejectConnection, body: bytes) -> HandshakeRefused:
+    text = body.decode(errors="replace").strip()[:200]
+    return HandshakeRefused(
+        f"exec-server {target.url} refused the websocket: HTTP {event.status_code}"
+        + (f" ({text})" if text else ""),
+        event.status_code,
+    )
 
 
 @asynccontextmanager
@@ -153,61 +232,36 @@ async def open_websocket(
 ) -> AsyncIterator[WsTransport]:
     """Connect and upgrade; TransportLostError if that fails (refused, rejected, timeout)."""
     tcp: trio.SocketStream | None = None
+    step = "connect"
     try:
         with trio.fail_after(connect_timeout):
-            tcp = await trio.open_tcp_stream(target.host, target.port)
-            tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            stream: Any = tcp
-            if target.tls:
-                stream = trio.SSLStream(
-                    tcp, ssl.create_default_context(), server_hostname=target.host,
-                    https_compatible=True,
-                )  # fmt: skip
-                await stream.do_handshake()
-    except (OSError, trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            tcp, stream = await _connect(target)
+            step = "handshake"
+            conn = await _upgrade(target, stream)
+    except trio.TooSlowError:
         if tcp is not None:
-            await tcp.aclose()
+            await trio.aclose_forcefully(tcp)
+        what = "handshake timed out" if step == "handshake" else "connect timed out"
+        raise TransportLostError(f"cannot connect to exec-server {target.url}: {what}") from None
+    except TransportLostError:
+        if tcp is not None:
+            await trio.aclose_forcefully(tcp)
+        raise
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as exc:
+        if tcp is not None:
+            await trio.aclose_forcefully(tcp)
         raise TransportLostError(f"cannot connect to exec-server {target.url}: {exc!r}") from exc
-    host_header = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
-    if ":" in target.host:
-        host_header = f"[{target.host}]:{target.port}"
-    opened = False
+    channel = WsChannel(
+        stream, conn, max_message_bytes=max_message_size, receive_bytes=_RECEIVE_BYTES
+    )
     try:
+        # As before (a nursery of trio-websocket's was here): what the caller's block
+        # raises alone comes out bare, not in a group; Link catches RpcError so.
         with unwrap_single():
-            async with trio.open_nursery() as nursery:
-                try:
-                    with trio.fail_after(connect_timeout):
-                        ws = await trio_websocket.wrap_client_stream(
-                            nursery, stream, host_header, target.resource,
-                            extra_headers=target.headers, max_message_size=max_message_size,
-                            receive_buffer_size=_RECEIVE_BYTES,
-                        )  # fmt: skip
-                except trio.TooSlowError:
-                    raise TransportLostError(
-                        f"cannot connect to exec-server {target.url}: handshake timed out"
-                    ) from None
-                opened = True
-                try:
-                    yield WsTransport(ws, tcp)
-                finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(disconnect_timeout):
-                        await ws.aclose()
-                    nursery.cancel_scope.cancel()
-    except trio_websocket.ConnectionRejected as exc:
-        if opened:
-            raise
-        body = (exc.body or b"").decode(errors="replace").strip()[:200]
-        raise HandshakeRefused(
-            f"exec-server {target.url} refused the websocket: HTTP {exc.status_code}"
-            + (f" ({body})" if body else ""),
-            exc.status_code,
-        ) from exc
-    except (OSError, trio_websocket.HandshakeError, trio.BrokenResourceError) as exc:
-        if opened:
-            raise
-        raise TransportLostError(f"cannot connect to exec-server {target.url}: {exc!r}") from exc
+            yield WsTransport(channel, tcp)
     finally:
         with trio.CancelScope(shield=True):
+            await channel.aclose(1000, "", disconnect_timeout)
             await tcp.aclose()
 
 

@@ -1,13 +1,12 @@
 """The HTTP face of the websocket port: health checks, refusals, and the upgrade.
 
-Why our own h11 front instead of trio-websocket's ``serve_websocket``: that server
-parses the request with wsproto, which turns any request that is not an upgrade into
-a 400, so ``GET /readyz`` cannot answer 200; and its per-connection code raises into
-the listener's nursery when a peer hangs up at the wrong moment (review defect 1).
-Here the request head is read by h11 under a size bound and a deadline, plain HTTP
-is answered by us, and only a well-formed, authorised upgrade is handed to
-trio-websocket (``wrap_server_stream``) for the framing, with the bytes we already
-read replayed to it. What we answer matches codex's exec-server 0.169-0.171:
+Why our own h11 front instead of a websocket library's server: wsproto turns any
+request that is not an upgrade into a 400, so ``GET /readyz`` could not answer 200;
+and trio-websocket's per-connection code raised into the listener's nursery when a
+peer hung up at the wrong moment (review defect 1). Here the request head is read by
+h11 under a size bound and a deadline, plain HTTP is answered by us, and only a
+well-formed, authorised upgrade is handed to wsproto, with the bytes we already read
+(``HttpRequest.raw``) fed to it. What we answer matches codex's exec-server 0.169-0.171:
 
 - ``GET``/``HEAD /readyz`` → 200, other methods there → 405;
 - ``/`` without an upgrade → 400; any other path without an upgrade → 404;
@@ -21,7 +20,7 @@ import attrs
 import h11
 import trio
 
-__all__ = ["HttpRequest", "PrefixedStream", "read_request", "respond"]
+__all__ = ["BadRequest", "HttpRequest", "read_request", "respond"]
 
 MAX_HEAD_BYTES = 16 * 1024
 
@@ -56,31 +55,6 @@ class HttpRequest:
         return b"websocket" in self.header_tokens(b"upgrade") and b"upgrade" in self.header_tokens(
             b"connection"
         )
-
-
-class PrefixedStream(trio.abc.Stream):
-    """A stream that first gives back bytes already read from it, then reads on."""
-
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            await trio.lowlevel.checkpoint()
-            size = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:size], self._prefix[size:]
-            return data
-        return bytes(await self._stream.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 class BadRequest(Exception):

@@ -4,16 +4,18 @@ Two jobs, both about surviving peers:
 
 - **An exception boundary per connection** (review defect 1). Everything a single
   peer can make fail (a hang-up mid-handshake, ``ENOTCONN`` from ``getpeername``, a
-  broken TLS handshake, a malformed request, trio-websocket's reader task raising
-  while it answers a protocol error) ends *that* connection and is logged; nothing
-  reaches the listener, so no peer can end the server. Only cancellation (the server
-  shutting down) goes through.
+  broken TLS handshake, a malformed request or frame) ends *that* connection and is
+  logged; nothing reaches the listener, so no peer can end the server. Only
+  cancellation (the server shutting down) goes through.
 - **Liveness** (review defect 9). A link that dies without FIN or RST never ends a
-  ``get_message()``. We ping every ``ping_interval`` seconds; when neither a pong nor
+  ``receive()``. We ping every ``ping_interval`` seconds; when neither a pong nor
   a message has arrived for ``ping_timeout`` seconds, the connection counts as gone:
   ``receive()`` returns None, so ``ExecServer.serve_connection`` detaches the session
   and it becomes resumable, exactly as if the peer had hung up. A peer that stops
   reading altogether blocks our sends and so our pings, and is detached the same way.
+
+The framing is ``WsChannel`` (wsproto, driven by the receiving task: no reader task
+and no channel between it and ExecServer's receive loop).
 """
 
 from __future__ import annotations
@@ -26,17 +28,20 @@ from typing import Literal
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request
+from wsproto.utilities import RemoteProtocolError as WsProtocolError
 
 from .._protocol._jsonrpc import MessageError
+from ..backends._wschannel import WsChannel
 from ._auth import TokenAuth
-from ._http import BadRequest, HttpRequest, PrefixedStream, read_request, respond
+from ._http import BadRequest, HttpRequest, read_request, respond
 
 __all__ = ["WsPolicy", "WsServerConnection", "handle_stream"]
 
 log = logging.getLogger("unified_exec.server")
 
-# trio-websocket reads 4 KiB at a time by default: a 4 MiB process/write was a
+# Bytes asked of the socket per read: a 4 MiB process/write in 4 KiB reads was a
 # thousand reads (and wsproto passes) before its frame was whole.
 _RECEIVE_BYTES = 64 * 1024
 
@@ -62,15 +67,19 @@ class WsServerConnection:
     """The ``Connection`` ExecServer serves, over one accepted websocket."""
 
     kind: Literal["stdio", "websocket"] = "websocket"
-    send_checkpoints = True  # trio-websocket's send takes its stream lock (a checkpoint)
+    send_checkpoints = True  # every send ends in the stream's send_all (a checkpoint)
 
-    def __init__(self, ws: WebSocketConnection, name: str) -> None:
-        self._ws = ws
+    def __init__(self, channel: WsChannel, name: str) -> None:
+        self._channel = channel
         self.name = name
         self._dead = False
         self._scopes: set[trio.CancelScope] = set()
-        self.last_heard = trio.current_time()
-        self.last_sent = self.last_heard
+        self.last_sent = trio.current_time()
+
+    @property
+    def last_heard(self) -> float:
+        """When bytes last came from the peer (a pong's included)."""
+        return self._channel.last_heard
 
     @contextmanager
     def _guard(self) -> Iterator[trio.CancelScope]:
@@ -82,7 +91,7 @@ class WsServerConnection:
                 self._scopes.discard(scope)
 
     def last_activity(self) -> float:
-        """When the peer last showed life (a message or a pong): ExecServer's Heartbeat."""
+        """When the peer last showed life (any bytes, a pong): ExecServer's Heartbeat."""
         return self.last_heard
 
     def give_up(self) -> None:
@@ -92,11 +101,15 @@ class WsServerConnection:
             scope.cancel()
 
     async def send(self, text: str) -> None:
+        await self.send_bytes(text.encode())
+
+    async def send_bytes(self, data: bytes) -> None:
+        """One text frame of ``data`` (UTF-8, as ConnState encoded it): no str copy."""
         if self._dead:
             raise _LinkDead
         sent = False
         with self._guard():
-            await self._ws.send_message(text)
+            await self._channel.send_utf8(data)
             self.last_sent = trio.current_time()
             sent = True
         if not sent:
@@ -107,11 +120,7 @@ class WsServerConnection:
             return None
         message: str | bytes | None = None  # stays None when give_up() cancelled us
         with self._guard():
-            try:
-                message = await self._ws.get_message()
-            except ConnectionClosed:
-                return None
-            self.last_heard = trio.current_time()
+            message = await self._channel.receive()
         return message
 
     async def keepalive(self, interval: float, timeout: float) -> None:
@@ -120,12 +129,9 @@ class WsServerConnection:
             await trio.sleep(interval)
             with trio.move_on_after(timeout):
                 try:
-                    await self._ws.ping()
-                except ConnectionClosed:
+                    await self._channel.ping()
+                except trio.BrokenResourceError:
                     return  # receive() sees it too
-                except ValueError:
-                    continue  # a random payload collided with one in flight: ping again
-                self.last_heard = trio.current_time()
                 continue
             if trio.current_time() - self.last_heard < timeout:
                 continue  # a big message held the pong back, but the peer is talking
@@ -136,8 +142,7 @@ class WsServerConnection:
             return
 
     async def close(self, code: int, reason: str, timeout: float) -> None:
-        with trio.move_on_after(timeout):
-            await self._ws.aclose(code, reason)
+        await self._channel.aclose(code, reason, timeout)
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
@@ -196,9 +201,7 @@ async def _refuse_or_pass(stream: trio.abc.Stream, head: HttpRequest, policy: Ws
     return True
 
 
-async def _open(
-    stream: trio.abc.Stream, nursery: trio.Nursery, policy: WsPolicy
-) -> WebSocketConnection | None:
+async def _open(stream: trio.abc.Stream, policy: WsPolicy) -> WsChannel | None:
     try:
         head = await read_request(stream)
     except BadRequest as exc:
@@ -210,11 +213,25 @@ async def _open(
     if not await _refuse_or_pass(stream, head, policy):
         await _linger(stream)
         return None
-    request = await wrap_server_stream(
-        nursery, PrefixedStream(stream, head.raw), max_message_size=policy.max_message_bytes,
-        receive_buffer_size=_RECEIVE_BYTES,
+    # The head passed our checks; wsproto checks it once more and writes the 101.
+    # What the peer sent after the head (frames already) stays in the connection.
+    ws = WSConnection(ConnectionType.SERVER)
+    try:
+        ws.receive_data(head.raw)
+        request = next((e for e in ws.events() if isinstance(e, Request)), None)
+        if request is None:
+            raise BadRequest("not a websocket upgrade")
+        accept = ws.send(AcceptConnection())
+    except (WsProtocolError, BadRequest) as exc:
+        await respond(stream, 400, f"malformed websocket upgrade: {exc}\n".encode())
+        await _linger(stream)
+        return None
+    await stream.send_all(accept)
+    assert ws.connection is not None
+    return WsChannel(
+        stream, ws.connection, max_message_bytes=policy.max_message_bytes,
+        receive_bytes=_RECEIVE_BYTES,
     )  # fmt: skip
-    return await request.accept()
 
 
 async def _linger(stream: trio.abc.Stream) -> None:
@@ -262,8 +279,7 @@ def _log_failure(name: str, exc: BaseException) -> None:
             leaves.append(e)
 
     walk(exc)
-    expected = (OSError, ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError,
-                ssl.SSLError)  # fmt: skip
+    expected = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError)
     if all(isinstance(e, expected) for e in leaves):
         log.info("exec-server %s went away: %s", name, "; ".join(map(repr, leaves)))
     else:
@@ -271,21 +287,16 @@ def _log_failure(name: str, exc: BaseException) -> None:
 
 
 async def _handle(stream: trio.abc.Stream, policy: WsPolicy, serve: Serve, name: str) -> None:
-    async with trio.open_nursery() as nursery:  # trio-websocket's reader task lives here
-        ws = None
-        with trio.move_on_after(policy.handshake_timeout):
-            ws = await _open(stream, nursery, policy)
-        if ws is None:
-            nursery.cancel_scope.cancel()
-            return
-        conn = WsServerConnection(ws, name)
-        try:
-            async with trio.open_nursery() as inner:
-                if policy.ping_interval is not None:
-                    inner.start_soon(conn.keepalive, policy.ping_interval, policy.ping_timeout)
-                await serve(conn)
-                inner.cancel_scope.cancel()
-            if not conn._dead:
-                await conn.close(1000, "", policy.close_timeout)
-        finally:
-            nursery.cancel_scope.cancel()
+    channel = None
+    with trio.move_on_after(policy.handshake_timeout):
+        channel = await _open(stream, policy)
+    if channel is None:
+        return
+    conn = WsServerConnection(channel, name)
+    async with trio.open_nursery() as inner:
+        if policy.ping_interval is not None:
+            inner.start_soon(conn.keepalive, policy.ping_interval, policy.ping_timeout)
+        await serve(conn)
+        inner.cancel_scope.cancel()
+    if not conn._dead:
+        await conn.close(1000, "", policy.close_timeout)

@@ -1,0 +1,229 @@
+"""The websocket framing both our ends stand on (``backends/_wschannel.WsChannel``), and
+the client's opening handshake (``_remote_transports.open_websocket``).
+
+The peer is wsproto driven by hand, or a plain TCP server that misbehaves on purpose,
+over real sockets.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+
+import unified_exec as ue
+from unified_exec._errors import TransportLostError
+from unified_exec.backends._remote_transports import open_websocket, parse_ws_url
+from unified_exec.backends._wschannel import WsChannel
+
+HANG_GUARD = 60  # s: only ever reached by a hang, never a measured time
+
+
+async def _pair(max_message_bytes: int = 1 << 20) -> tuple[WsChannel, trio.SocketStream]:
+    """A client WsChannel and the raw server end of its socket (handshake skipped)."""
+    a, b = trio.socket.socketpair()
+    channel = WsChannel(
+        trio.SocketStream(a), Connection(ConnectionType.CLIENT),
+        max_message_bytes=max_message_bytes, receive_bytes=65536,
+    )  # fmt: skip
+    return channel, trio.SocketStream(b)
+
+
+async def _events(stream: trio.SocketStream, peer: Connection, want: type) -> list[object]:
+    """Read until the peer's wsproto yields an event of type ``want``."""
+    seen: list[object] = []
+    while not any(isinstance(e, want) for e in seen):
+        data = await stream.receive_some(65536)
+        peer.receive_data(data or None)
+        seen.extend(peer.events())
+    return seen
+
+
+async def test_fragments_are_one_message_and_pings_are_answered() -> None:
+    with trio.fail_after(HANG_GUARD):
+        channel, raw = await _pair()
+        peer = Connection(ConnectionType.SERVER)
+        await raw.send_all(
+            peer.send(Message(data="hel", message_finished=False))
+            + peer.send(Ping(b"p1"))
+            + peer.send(Message(data="lo", message_finished=True))
+            + peer.send(Message(data=b"\x00\x01"))
+        )
+        assert await channel.receive() == "hello"
+        assert await channel.receive() == b"\x00\x01"
+        pongs = await _events(raw, peer, Pong)
+        assert any(isinstance(e, Pong) and e.payload == b"p1" for e in pongs)
+
+
+async def test_ping_waits_for_its_pong() -> None:
+    with trio.fail_after(HANG_GUARD):
+        channel, raw = await _pair()
+        peer = Connection(ConnectionType.SERVER)
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def ping() -> None:
+                await channel.ping()
+                done.set()
+
+            nursery.start_soon(ping)
+            pings = await _events(raw, peer, Ping)
+            ping_event = next(e for e in pings if isinstance(e, Ping))
+            await raw.send_all(peer.send(ping_event.response()) + peer.send(Message(data="x")))
+            assert await channel.receive() == "x"  # the receiving task sees the pong
+            await done.wait()
+
+
+async def test_too_big_a_message_closes_with_1009() -> None:
+    with trio.fail_after(HANG_GUARD):
+        channel, raw = await _pair(max_message_bytes=100)
+        peer = Connection(ConnectionType.SERVER)
+        await raw.send_all(peer.send(Message(data="y" * 101)))
+        assert await channel.receive() is None
+        closes = await _events(raw, peer, CloseConnection)
+        close = next(e for e in closes if isinstance(e, CloseConnection))
+        assert close.code == 1009
+        with pytest.raises(trio.BrokenResourceError):
+            await channel.send("after")
+
+
+async def test_peer_close_is_answered_and_ends_receive() -> None:
+    with trio.fail_after(HANG_GUARD):
+        channel, raw = await _pair()
+        peer = Connection(ConnectionType.SERVER)
+        await raw.send_all(peer.send(Message(data="last")) + peer.send(CloseConnection(1001)))
+        assert await channel.receive() == "last"  # what came before the close is kept
+        assert await channel.receive() is None
+        assert channel.close_reason == (1001, "")
+        closes = await _events(raw, peer, CloseConnection)
+        assert any(isinstance(e, CloseConnection) for e in closes)
+        with pytest.raises(trio.BrokenResourceError):
+            await channel.send("x")
+        await channel.aclose()
+
+
+async def test_a_hang_up_ends_receive_and_wakes_a_ping() -> None:
+    with trio.fail_after(HANG_GUARD):
+        channel, raw = await _pair()
+        async with trio.open_nursery() as nursery:
+            failed = trio.Event()
+
+            async def ping() -> None:
+                with pytest.raises(trio.BrokenResourceError):
+                    await channel.ping()
+                failed.set()
+
+            nursery.start_soon(ping)
+            await raw.receive_some(100)  # the ping frame
+            await raw.aclose()
+            assert await channel.receive() is None
+            await failed.wait()
+
+
+async def test_server_frames_from_utf8_bytes() -> None:
+    """send_utf8 writes a server's text frame itself: every length class decodes."""
+    with trio.fail_after(HANG_GUARD):
+        a, b = trio.socket.socketpair()
+        server = WsChannel(
+            trio.SocketStream(a), Connection(ConnectionType.SERVER),
+            max_message_bytes=1 << 20, receive_bytes=65536,
+        )  # fmt: skip
+        client = WsChannel(
+            trio.SocketStream(b), Connection(ConnectionType.CLIENT),
+            max_message_bytes=1 << 20, receive_bytes=65536,
+        )  # fmt: skip
+        texts = ["", "é" * 62, "x" * 125, "y" * 126, "z" * 65535, "w" * 65536, "v" * 300_000]
+        async with trio.open_nursery() as nursery:
+
+            async def send_all() -> None:
+                for text in texts:
+                    await server.send_utf8(text.encode())
+
+            nursery.start_soon(send_all)
+            for text in texts:
+                assert await client.receive() == text
+
+
+async def _hang_up_server(answer: bytes, *, task_status: trio.TaskStatus[int]) -> None:
+    """A TCP server that reads the upgrade request, maybe writes ``answer``, hangs up."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        got = b""
+        while b"\r\n\r\n" not in got:
+            data = await stream.receive_some(4096)
+            if not data:
+                return
+            got += data
+        if answer:
+            await stream.send_all(answer)
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handler, listeners)
+
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 101 Switching Protocols\r\nUpgr"])
+async def test_a_hang_up_during_the_handshake_fails_at_once(answer: bytes) -> None:
+    """A peer that closes TCP mid-handshake is a TransportLostError now, not when
+    connect_timeout runs out (it was: every such reconnect attempt idled 10 s)."""
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(_hang_up_server, answer)
+            target = parse_ws_url(f"ws://127.0.0.1:{port}", None)
+            with pytest.raises(TransportLostError, match="during the websocket handshake"):
+                async with open_websocket(target, max_message_size=1 << 20, connect_timeout=3600):
+                    pass
+            with pytest.raises(TransportLostError, match="during the websocket handshake"):
+                async with ue.RemoteExecBackend.connect(
+                    f"ws://127.0.0.1:{port}", connect_timeout=3600
+                ):
+                    pass
+            nursery.cancel_scope.cancel()
+
+
+async def test_handshake_over_our_server_and_wsproto() -> None:
+    """open_websocket against a hand-driven wsproto server: accept, frames, close."""
+    with trio.fail_after(HANG_GUARD):
+
+        async def handler(stream: trio.SocketStream) -> None:
+            ws = WSConnection(ConnectionType.SERVER)
+            while True:
+                ws.receive_data(await stream.receive_some(4096))
+                events = list(ws.events())
+                if any(isinstance(e, Request) for e in events):
+                    break
+            # The first message rides in the same segment as the 101.
+            await stream.send_all(ws.send(AcceptConnection()) + ws.send(Message(data="hi")))
+            while True:
+                data = await stream.receive_some(4096)
+                ws.receive_data(data or None)
+                for event in ws.events():
+                    if isinstance(event, TextMessage):
+                        await stream.send_all(ws.send(Message(data=event.data.upper())))
+                    if isinstance(event, CloseConnection):
+                        if ws.state.name == "REMOTE_CLOSING":
+                            await stream.send_all(ws.send(event.response()))
+                        await stream.aclose()
+                        return
+
+        async with trio.open_nursery() as nursery:
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            port = listeners[0].socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, handler, listeners)
+            target = parse_ws_url(f"ws://127.0.0.1:{port}/x?y=1", "tok")
+            async with open_websocket(target, max_message_size=1 << 20, connect_timeout=10) as ws:
+                assert await ws.receive() == "hi"
+                await ws.send("echo")
+                assert await ws.receive() == "ECHO"
+            nursery.cancel_scope.cancel()
