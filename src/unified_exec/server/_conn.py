@@ -45,8 +45,10 @@ class Connection(Protocol):
 
     A connection may also offer ``async send_bytes(data: bytes)``: the same frame as
     ``send(data.decode())``, handed over as the UTF-8 bytes it was encoded to; and
-    ``send_checkpoints = True`` when its sends always execute a trio checkpoint
-    before any byte goes out (the server then skips one of its own).
+    ``send_checkpoints = True`` when the server need not make each send a schedule
+    point of its own: the transport's send is one, or (our stdio pipe) it is one only
+    when it has to wait, which is enough since every loop of the server that sends
+    also yields elsewhere.
     """
 
     kind: Literal["stdio", "websocket"]
@@ -132,7 +134,8 @@ class ConnState:
             await lock.acquire()
         else:
             # Uncontended: take it without a scheduler pass (~20 us each, several per
-            # round trip); the transport's send is the checkpoint, before any byte.
+            # round trip); a cancelled sender still sends nothing.
+            await trio.lowlevel.checkpoint_if_cancelled()
             lock.acquire_nowait()
         try:
             if not self.alive:

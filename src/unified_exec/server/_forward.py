@@ -35,8 +35,9 @@ def _output(pid: str, event: OutputEvent) -> rpc.Message:
     return rpc.Notification(m.OUTPUT, m.output_params(pid, event.seq, event.stream, event.data))
 
 
-async def forward(state: ConnState, entry: Entry, after_seq: int) -> None:
-    """Send every event after ``after_seq`` until the stream ends or the peer goes.
+async def forward(state: ConnState, entry: Entry, after_seq: int) -> bool:
+    """Send every event after ``after_seq`` until the stream ends or the peer goes;
+    True if it ended (the process closed or failed, and that was sent).
 
     As an active events() reader this holds the child back while the client reads
     slowly (backpressure), and lets go when the connection ends.
@@ -56,9 +57,11 @@ async def forward(state: ConnState, entry: Entry, after_seq: int) -> None:
             elif isinstance(event, ClosedEvent):
                 closed = m.ClosedParams(pid, event.seq)
                 await state.send(rpc.Notification(m.CLOSED, m.unstructure(closed)))
+                return True
             elif isinstance(event, FailedEvent):
                 closed = m.ClosedParams(pid, proc.last_seq + 1)
                 await state.send(rpc.Notification(m.CLOSED, m.unstructure(closed)))
+                return True
             elif isinstance(event, LostEvent):
                 log.warning(
                     "process %s: seqs %d..%d were evicted before they could be pushed",
@@ -66,3 +69,4 @@ async def forward(state: ConnState, entry: Entry, after_seq: int) -> None:
                 )  # fmt: skip
     finally:
         stream.close()
+    return proc.closed

@@ -294,7 +294,7 @@ class ExecServer:
             # Output made while detached is not replayed: push from here on.
             for entry in session.entries.values():
                 if entry.proc is not None and not entry.proc.closed:
-                    self._forward_to(state, entry, entry.proc.last_seq)
+                    self._forward_to(state, session, entry, entry.proc.last_seq)
         else:
             session = self.store.new()
         session.attached = state
@@ -310,23 +310,55 @@ class ExecServer:
 
     # -- process lifetimes ---------------------------------------------------------------
 
-    def _forward_to(self, state: ConnState, entry: Entry, after_seq: int) -> None:
-        what = f"forward {entry.process_id}"
-        spawn_guarded(state.nursery, lambda: forward(state, entry, after_seq), what)
+    def _forward_to(self, state: ConnState, session: Session, entry: Entry, after_seq: int) -> None:
+        async def push() -> None:
+            ended = False
+            try:
+                ended = await forward(state, entry, after_seq)
+            finally:
+                if ended:
+                    self._closed(session, entry)
+                else:  # the connection went first: watch for the end some other way
+                    self._watch(session, entry)
+
+        spawn_guarded(state.nursery, push, f"forward {entry.process_id}")
 
     def process_started(self, state: ConnState, session: Session, entry: Entry) -> None:
         """A process/start succeeded: push its events, and forget it in time."""
         target = session.attached
         if isinstance(target, ConnState):
-            self._forward_to(target, entry, 0)
-        self.spawn(lambda: self._expire_closed(session, entry), f"expire {entry.process_id}")
+            self._forward_to(target, session, entry, 0)
+        else:
+            self._watch(session, entry)
 
-    async def _expire_closed(self, session: Session, entry: Entry) -> None:
-        assert entry.proc is not None
-        await entry.proc.wait()
-        await trio.sleep(self.retain_closed)
-        if session.entries.get(entry.process_id) is entry:
-            del session.entries[entry.process_id]
+    # Forgetting a closed process: ``retain_closed`` s after its end. The end is seen
+    # by the forward task that pushes it (no task of its own per process: one that
+    # waited in proc.wait() woke on every output event, a scheduler pass each); only
+    # a process that nobody pushes (detached) has a watcher that waits for its end.
+
+    def _watch(self, session: Session, entry: Entry) -> None:
+        if entry.expiry is not None:
+            return
+        entry.expiry = "watching"
+
+        async def watch() -> None:
+            assert entry.proc is not None
+            await entry.proc.wait()
+            self._closed(session, entry)
+
+        self.spawn(watch, f"watch {entry.process_id}")
+
+    def _closed(self, session: Session, entry: Entry) -> None:
+        if entry.expiry == "expiring":
+            return
+        entry.expiry = "expiring"
+
+        async def expire() -> None:
+            await trio.sleep(self.retain_closed)
+            if session.entries.get(entry.process_id) is entry:
+                del session.entries[entry.process_id]
+
+        self.spawn(expire, f"expire {entry.process_id}")
 
     async def _expire_detached(self, session: Session, detach: int) -> None:
         await trio.sleep(self.detach_timeout)

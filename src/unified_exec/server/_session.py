@@ -55,6 +55,8 @@ class Entry:
     terminated: bool = False  # by process/terminate (writes then fail, as in codex)
     start_cancelled: bool = False
     stdin_closed: bool = False  # by our process/closeStdin extension
+    # How its end is being waited for, to forget it retain_closed s later (_server).
+    expiry: Literal["watching", "expiring"] | None = None
     write_ids: collections.OrderedDict[str, WriteRecord] = attrs.field(
         factory=collections.OrderedDict
     )

@@ -30,6 +30,7 @@ from .._validate import check_duration
 from ..backends import LocalPtyBackend
 from ..backends._base import ExecBackend
 from ._auth import TokenAuth
+from ._fdpipe import FdReader, FdWriter
 from ._listen import is_loopback
 from ._listen import open_listeners as _open_listeners
 from ._listen import parse_listen as _parse_listen
@@ -60,7 +61,7 @@ class _StdioConnection:
 
     kind: Literal["stdio", "websocket"] = "stdio"
     name = "stdio"
-    send_checkpoints = True  # FdStream.send_all checkpoints first
+    send_checkpoints = True  # a stream's send_all is a schedule point; FdWriter's when full
 
     def __init__(
         self,
@@ -75,12 +76,17 @@ class _StdioConnection:
         self._decoder = NdjsonDecoder(max_message_bytes)
         self._ready: deque[bytes | MessageError] = deque()
         self.last_sent = trio.current_time()
+        # Our pipe writer takes the frame and its newline as two parts (no copy).
+        self._send_parts = send.send_parts if isinstance(send, FdWriter) else None
 
     async def send(self, text: str) -> None:
         await self.send_bytes(text.encode())
 
     async def send_bytes(self, data: bytes) -> None:
-        await self._send.send_all(data + b"\n")
+        if self._send_parts is not None:
+            await self._send_parts(data, b"\n")
+        else:
+            await self._send.send_all(data + b"\n")
         self.last_sent = trio.current_time()
 
     async def receive(self) -> str | bytes | MessageError | None:
@@ -252,8 +258,8 @@ async def _serve_stdio(
     announce: Any,
     task_status: trio.TaskStatus[str],
 ) -> None:
-    receive = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    send = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
+    receive = FdReader(os.dup(sys.stdin.fileno()))
+    send = FdWriter(os.dup(sys.stdout.fileno()))
     async with receive, send:
         ended = trio.Event()
         conn = _StdioConnection(receive, send, limits.max_message_bytes, on_eof=ended)
