@@ -227,3 +227,38 @@ async def test_handshake_over_our_server_and_wsproto() -> None:
                 await ws.send("echo")
                 assert await ws.receive() == "ECHO"
             nursery.cancel_scope.cancel()
+
+
+async def test_client_frames_of_every_length_class_reach_a_wsproto_server() -> None:
+    """Client frames (masked here up to 16 KiB, by wsproto past it; written at once
+    where the socket takes them, the rest waited for) parse on an independent end."""
+    with trio.fail_after(HANG_GUARD):
+        a, b = trio.socket.socketpair()
+        client = WsChannel(
+            trio.SocketStream(a), Connection(ConnectionType.CLIENT),
+            max_message_bytes=1 << 24, receive_bytes=65536, eager_send=True,
+        )  # fmt: skip
+        raw = trio.SocketStream(b)
+        peer = Connection(ConnectionType.SERVER)  # refuses unmasked client frames
+        texts = ["", "a", "abc", "abcd", "é" * 62, "x" * 126, "y" * 16384, "z" * 16385]
+        texts += ["w" * 65536, "v" * (4 << 20)]  # far more than the socket buffer holds
+        got: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            async def send_all() -> None:
+                for text in texts:
+                    await client.send(text)
+                await client.send_utf8("end é".encode())
+
+            nursery.start_soon(send_all)
+            parts: list[str] = []
+            while len(got) < len(texts) + 1:
+                await trio.sleep(0)  # a slow reader: the client's writes go partial
+                peer.receive_data(await raw.receive_some(65536))
+                for event in peer.events():
+                    assert isinstance(event, TextMessage), event
+                    parts.append(event.data)
+                    if event.message_finished:
+                        got.append("".join(parts))
+                        parts = []
+        assert got == [*texts, "end é"]

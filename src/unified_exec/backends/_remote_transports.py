@@ -251,6 +251,8 @@ async def open_websocket(
         if tcp is not None:
             await trio.aclose_forcefully(tcp)
         raise TransportLostError(f"cannot connect to exec-server {target.url}: {exc!r}") from exc
+    # Sends and receives stay checkpoints, as trio's streams are: RpcClient counts on
+    # that to take its send lock (and to hand frames out) without passes of its own.
     channel = WsChannel(
         stream, conn, max_message_bytes=max_message_size, receive_bytes=_RECEIVE_BYTES
     )

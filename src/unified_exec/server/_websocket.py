@@ -67,11 +67,13 @@ class WsServerConnection:
     """The ``Connection`` ExecServer serves, over one accepted websocket."""
 
     kind: Literal["stdio", "websocket"] = "websocket"
-    send_checkpoints = True  # every send ends in the stream's send_all (a checkpoint)
 
     def __init__(self, channel: WsChannel, name: str) -> None:
         self._channel = channel
         self.name = name
+        # On plain TCP a frame is written at once (no pass of its own), so ConnState
+        # keeps the checkpoint of its send lock; over TLS send_all is the checkpoint.
+        self.send_checkpoints = channel.sends_checkpoint
         self._dead = False
         self._scopes: set[trio.CancelScope] = set()
         self.last_sent = trio.current_time()
@@ -230,7 +232,7 @@ async def _open(stream: trio.abc.Stream, policy: WsPolicy) -> WsChannel | None:
     assert ws.connection is not None
     return WsChannel(
         stream, ws.connection, max_message_bytes=policy.max_message_bytes,
-        receive_bytes=_RECEIVE_BYTES,
+        receive_bytes=_RECEIVE_BYTES, eager_send=True,
     )  # fmt: skip
 
 
