@@ -104,7 +104,7 @@ class Link:
         limits: Limits,
         settings: LinkSettings,
         resumable: bool,
-        on_notification: Callable[[rpc.Notification], None],
+        on_notification: Callable[[rpc.Notification], bool | None],
         on_resumed: Callable[[], Awaitable[None]],
         on_lost: Callable[[str], None],
     ) -> None:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._errors import (
-    InvalidRequestError,
     RemoteProtocolError,
     RpcError,
     TransportLostError,
@@ -29,9 +28,10 @@ from .._events import ClosedEvent, ExitedEvent, FailedEvent, OutputEvent, Proces
 from .._protocol import _jsonrpc as rpc
 from .._protocol import _messages as m
 from .._protocol._reorder import SeqEvent, SeqReorderer
-from .._request import check_tty_size
+from ._base import Sink
 from ._description import Capability
 from ._remote_description import remote_capabilities
+from ._remote_requests import RemoteRequests
 
 if TYPE_CHECKING:
     from ._remote_link import Link
@@ -43,18 +43,65 @@ log = logging.getLogger("unified_exec.remote")
 GAP_GRACE = 0.25  # how long a seq may be missing before we fetch it
 CLIENT_BUFFER_BYTES = 16 * 1024 * 1024  # per process, while its reader lags
 MAX_HELD = 1024  # events held back behind a missing seq before output is dropped (refetched)
-_STARTING_WAIT = 10.0  # how long a re-read waits for a start in progress on the server
 _READ_BYTES = 1024 * 1024  # per refetch read: what codex retains in all
 _STATUS = {s.value: s for s in WriteStatus}
 
 
-class RemoteProcess:
-    """The ProcessHandle of a process on an exec-server."""
+Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 
-    def __init__(self, link: Link, routes: dict[str, RemoteProcess], process_id: str) -> None:
-        self._link = link
+
+class _Events:
+    """``events()`` of a RemoteProcess: an async iterator, and a DirectEvents (see
+    ``unified_exec.backends._base``) whose sink takes events in the connection's
+    reader task, as they arrive."""
+
+    __slots__ = ("_proc",)
+
+    def __init__(self, proc: RemoteProcess) -> None:
+        self._proc = proc
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> ProcessEvent:
+        return await self._proc._next()
+
+    def connect(self, sink: Sink) -> None:
+        self._proc._connect(sink)
+
+    async def aclose(self) -> None:
+        self._proc._finish_stream()
+        await trio.lowlevel.checkpoint()
+
+
+class RemoteProcess(RemoteRequests):
+    """The ProcessHandle of a process on an exec-server.
+
+    Its events reach the consumer one of two ways. A consumer that iterates
+    ``events()`` waits in ``_wait_ready``, which also fetches what is missing (a gap
+    past its grace, output dropped for a lagging reader). A consumer that connects a
+    sink and does not iterate gets every event in order straight from ``deliver``;
+    when an event needs a request first (a gap, dropped output, the failure text of a
+    process closed without an exit), a short helper task does that work and feeds
+    the sink, and ends once nothing is missing. The sink refusing an event (its
+    reader is behind) hands everything from there on to the iterator.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        routes: dict[str, RemoteProcess],
+        process_id: str,
+        spawn: Spawn | None = None,
+    ) -> None:
+        super().__init__(link, process_id)
         self._routes = routes
-        self._process_id = process_id
+        self._spawn = spawn
+        self._sink: Sink | None = None
+        self._iterated = False  # a consumer iterates (or the sink refused: it will)
+        self._helper: trio.CancelScope | None = None  # the sink's helper task runs
+        self._helper_done = trio.Event()
+        self._stream_done = False  # the terminal event was handed out
         self._order = SeqReorderer()
         self._ready: deque[ProcessEvent] = deque()
         self._ready_bytes = 0
@@ -65,8 +112,6 @@ class RemoteProcess:
         self._gap_at: int | None = None  # the first missing seq whose grace runs
         self._gap_deadline = 0.0
         self._fill_lock = trio.Lock()
-        self._write_lock = trio.Lock()
-        self._write_ids = 0  # writeIds "1", "2", ...: a replay after a resume reuses them
         self.started = False  # process/start answered: only then can it be re-read
 
     @property
@@ -80,9 +125,11 @@ class RemoteProcess:
 
     # -- fed by the connection -------------------------------------------------------
 
-    def deliver(self, method: str, params: Any) -> None:
+    def deliver(self, method: str, params: Any) -> bool:
+        """Take one pushed notification; True if a reader now has an event to take
+        (the connection then lets it run before the next frame)."""
         if self._ended:
-            return
+            return False
         if method == m.OUTPUT and (
             self._dropping
             or self._ready_bytes >= CLIENT_BUFFER_BYTES
@@ -93,7 +140,8 @@ class RemoteProcess:
             # pile up behind the gap); it is fetched again with process/read when
             # the reader catches up, or reported lost if the server evicted it.
             self._dropping = True
-            return
+            self._need_helper()
+            return True
         try:
             if method == m.OUTPUT:
                 o = m.structure(params, m.OutputParams)
@@ -106,21 +154,102 @@ class RemoteProcess:
                 event = ClosedEvent(c.seq)
         except m.ParamsError as exc:
             log.warning("bad %s notification for %s: %s", method, self._process_id, exc)
-            return
+            return False
         self._release(self._order.push(event))
-        self._changed.unpark_all()  # even if held back: a new gap starts its grace
+        if self._order.gap is not None:
+            self._changed.unpark_all()  # even if held back: a new gap starts its grace
+            self._need_helper()
+        return bool(self._ready)
 
-    def _release(self, events: list[SeqEvent]) -> None:
-        if events:
-            self._ready.extend(events)
-            self._ready_bytes += sum(len(e.data) for e in events if isinstance(e, OutputEvent))
-            self._changed.unpark_all()
+    def _release(self, events: Sequence[ProcessEvent]) -> None:
+        if not events:
+            return
+        if self._sink is not None and not (self._iterated or self._helper or self._ready):
+            taken = self._offer(events)
+            if taken == len(events):
+                return
+            events = events[taken:]
+        self._ready.extend(events)
+        self._ready_bytes += sum(len(e.data) for e in events if isinstance(e, OutputEvent))
+        self._changed.unpark_all()
+        self._need_helper()
+
+    def _offer(self, events: Sequence[ProcessEvent]) -> int:
+        """Hand ``events`` to the sink in order; how many it took. It stops before a
+        closed that has no exit (its failure text needs a request first) and at the
+        first refusal (from then on the consumer iterates)."""
+        sink = self._sink
+        assert sink is not None
+        for i, event in enumerate(events):
+            if type(event) is ClosedEvent and not self._order.exit_released:
+                return i
+            if not sink(event):
+                self._iterated = True
+                return i
+            if isinstance(event, ClosedEvent | FailedEvent):
+                self._finish_stream()
+                return len(events)
+        return len(events)
 
     def fail(self, message: str) -> None:
         if not self._ended and not self._order.done:
-            self._ready.append(FailedEvent(message))
             self._ended = True
-            self._changed.unpark_all()
+            self._release([FailedEvent(message)])
+
+    # -- the sink's helper ---------------------------------------------------------
+
+    def _connect(self, sink: Sink) -> None:
+        self._sink = sink
+        if self._ready and not self._iterated:
+            events = list(self._ready)
+            self._ready.clear()
+            self._ready_bytes = 0
+            self._release(events)
+
+    def _need_helper(self) -> None:
+        """Start the helper if a sink alone takes events and some work is waiting."""
+        if (
+            self._sink is None
+            or self._iterated
+            or self._helper is not None
+            or self._stream_done
+            or not (self._ready or self._dropping or self._order.gap is not None)
+        ):
+            return
+        if self._spawn is None:  # nobody to run it: the consumer has to iterate
+            self._iterated = True
+            return
+        self._helper = trio.CancelScope()
+        self._helper_done = trio.Event()
+        try:
+            self._spawn(self._help)
+        except RuntimeError:  # the backend is closing: nothing more will be read
+            self._helper = None
+
+    async def _help(self) -> None:
+        scope = self._helper
+        assert scope is not None and self._sink is not None
+        try:
+            with scope:
+                while not self._iterated and not self._stream_done:
+                    if not (self._ready or self._dropping or self._order.gap is not None):
+                        return  # nothing missing: deliver() feeds the sink again
+                    await self._wait_ready()
+                    with trio.CancelScope(shield=True):  # an event, once taken, is handed on
+                        event = await self._take()
+                    if not self._sink(event):
+                        self._ready.appendleft(event)  # the iterator's, from here on
+                        if isinstance(event, OutputEvent):
+                            self._ready_bytes += len(event.data)
+                        self._iterated = True
+                        return
+                    if isinstance(event, ClosedEvent | FailedEvent):
+                        return
+        except Exception:  # never into the backend's nursery
+            log.exception("feeding the events of %s failed", self._process_id)
+        finally:
+            self._helper = None
+            self._helper_done.set()
 
     async def resync(self) -> None:
         """After a resume: fetch what happened while the session was detached.
@@ -133,28 +262,43 @@ class RemoteProcess:
 
     # -- ProcessHandle -----------------------------------------------------------------
 
-    def events(self) -> AsyncIterator[ProcessEvent]:
+    def events(self) -> _Events:
         if self._events_taken:
             raise RuntimeError("events() of a process handle can be taken only once")
         self._events_taken = True
-        return self._event_stream()
+        return _Events(self)
 
-    async def _event_stream(self) -> AsyncIterator[ProcessEvent]:
-        try:
-            while True:
-                await self._wait_ready()
-                event = self._ready.popleft()
-                if isinstance(event, OutputEvent):
-                    self._ready_bytes -= len(event.data)
-                if isinstance(event, ClosedEvent) and not self._order.exit_released:
-                    # The server's form for a process that failed: closed, no exit.
-                    event = FailedEvent(await self._failure_text())
-                    self._ended = True
-                yield event
-                if isinstance(event, ClosedEvent | FailedEvent):
-                    return
-        finally:
-            self._routes.pop(self._process_id, None)
+    async def _next(self) -> ProcessEvent:
+        if self._stream_done:
+            raise StopAsyncIteration
+        if not self._iterated:
+            self._iterated = True
+            if self._helper is not None:  # it stops at its next step; then we take over
+                self._helper.cancel()
+                await self._helper_done.wait()
+                if self._stream_done:
+                    raise StopAsyncIteration
+        await self._wait_ready()
+        return await self._take()
+
+    async def _take(self) -> ProcessEvent:
+        """The next ready event (there is one), as the consumer gets it."""
+        event = self._ready.popleft()
+        if isinstance(event, OutputEvent):
+            self._ready_bytes -= len(event.data)
+        if isinstance(event, ClosedEvent) and not self._order.exit_released:
+            # The server's form for a process that failed: closed, no exit.
+            event = FailedEvent(await self._failure_text())
+            self._ended = True
+        if isinstance(event, ClosedEvent | FailedEvent):
+            self._finish_stream()
+        return event
+
+    def _finish_stream(self) -> None:
+        self._stream_done = True
+        if self._helper is not None:
+            self._helper.cancel()
+        self._routes.pop(self._process_id, None)
 
     async def _wait_ready(self) -> None:
         while not self._ready:
@@ -175,20 +319,6 @@ class RemoteProcess:
                 continue
             with trio.move_on_at(self._gap_deadline):
                 await self._changed.park()
-
-    async def _failure_text(self) -> str:
-        try:
-            read = m.structure(
-                await self._link.call(
-                    m.PROCESS_READ, m.ReadParams(self._process_id, max_bytes=1), retry=True
-                ),
-                m.ReadResult,
-            )
-        except (UnifiedExecError, m.ParamsError) as exc:
-            return f"exec-server closed {self._process_id} without an exit ({exc})"
-        if read.failure:
-            return read.failure
-        return f"closed before exited: the exec-server sent no exit for {self._process_id}"
 
     async def _fill(self) -> None:
         async with self._fill_lock:
@@ -224,30 +354,6 @@ class RemoteProcess:
                 return  # pushed notifications cover the rest
             if self._ready_bytes >= CLIENT_BUFFER_BYTES:
                 return  # the reader catches up first; what it misses meanwhile is refetched
-
-    async def _read(self, params: m.ReadParams) -> Any:
-        """``process/read``, waiting out a start still in progress on the server (after
-        a resume, our re-sent start can be answered "already exists" while the first
-        one is still starting)."""
-        delay = 0.02
-        deadline = trio.current_time() + min(self._link.request_timeout, _STARTING_WAIT)
-        while True:
-            try:
-                return await self._link.call(m.PROCESS_READ, params, retry=True)
-            except RpcError as exc:
-                starting = exc.code == rpc.INVALID_REQUEST and exc.message.endswith("starting")
-                if not starting:
-                    raise
-                if trio.current_time() >= deadline:
-                    # codex 0.169-0.171 keeps a start that a dropped link cut off
-                    # "starting" for good: say so rather than wait for ever.
-                    raise RemoteProtocolError(
-                        f"the exec-server still reports {self._process_id} as starting "
-                        f"after {_STARTING_WAIT:g} s: its start was cut off by the dropped "
-                        "link and will not complete"
-                    ) from None
-            await trio.sleep(delay)
-            delay = min(delay * 2, 0.5)
 
     def _settle(self, read: m.ReadResult) -> None:
         """Account for the seqs still missing after a complete read (one with no chunks:
@@ -290,7 +396,13 @@ class RemoteProcess:
         with the same writeId after the resume (the server writes it once)."""
         size = self._link.limits.max_write_chunk
         status = WriteStatus.ACCEPTED
-        async with self._write_lock:
+        lock = self._write_lock
+        if lock.locked():
+            await lock.acquire()
+        else:  # uncontended: no scheduler pass (the request makes its own)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            lock.acquire_nowait()
+        try:
             for offset in range(0, len(data) or 1, size):
                 self._write_ids += 1
                 params = m.WriteParams(
@@ -308,38 +420,6 @@ class RemoteProcess:
                 status = _STATUS[wire]
                 if status is not WriteStatus.ACCEPTED:
                     break
+        finally:
+            lock.release()
         return status
-
-    async def terminate(self) -> None:
-        await self._link.call(m.PROCESS_TERMINATE, m.TerminateParams(self._process_id), retry=True)
-
-    async def interrupt(self) -> None:
-        # Not replayed after a lost link: a doubled SIGINT is worse than a reported loss.
-        await self._link.call(m.PROCESS_SIGNAL, m.SignalParams(self._process_id, "interrupt"))
-
-    async def close_stdin(self) -> None:
-        if m.PROCESS_CLOSE_STDIN not in self._link.extensions:
-            raise InvalidRequestError(
-                "this exec-server cannot close stdin (codex 0.169.0 has no such method)"
-            )
-        try:
-            await self._link.call(
-                m.PROCESS_CLOSE_STDIN, m.CloseStdinParams(self._process_id), retry=True
-            )
-        except RpcError as exc:
-            if exc.code == rpc.INVALID_PARAMS:
-                raise InvalidRequestError(exc.message) from None
-            raise
-
-    async def resize(self, rows: int, cols: int) -> None:
-        check_tty_size(rows, cols)
-        if m.PROCESS_RESIZE not in self._link.extensions:
-            raise InvalidRequestError("this exec-server cannot resize a terminal")
-        try:
-            await self._link.call(
-                m.PROCESS_RESIZE, m.ResizeParams(self._process_id, rows, cols), retry=True
-            )
-        except RpcError as exc:
-            if exc.code == rpc.INVALID_PARAMS:
-                raise InvalidRequestError(exc.message) from None
-            raise

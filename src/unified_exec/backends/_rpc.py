@@ -57,7 +57,7 @@ class RpcClient:
         self,
         transport: Transport,
         *,
-        on_notification: Callable[[rpc.Notification], None],
+        on_notification: Callable[[rpc.Notification], bool | None],
         on_lost: Callable[[str], None],
         request_timeout: float,
         limits: Limits = DEFAULT_LIMITS,
@@ -103,21 +103,23 @@ class RpcClient:
             frame = await self._transport.receive()
             if frame is None:
                 return
-            self._dispatch(frame)
-            # Let the readers of what we just delivered run before the next
-            # frame: buffered frames would otherwise be handed out in bursts
-            # faster than a keeping-up reader takes them one event at a time.
-            await trio.lowlevel.checkpoint()
+            if self._dispatch(frame):
+                # A reader has an event queued to take: let it run before the next
+                # frame, or buffered frames would be handed out in bursts faster than
+                # a keeping-up reader takes them one event at a time. (An event its
+                # sink took, or a response, needs no pass: ~20 us each.)
+                await trio.lowlevel.checkpoint()
 
-    def _dispatch(self, frame: str | bytes) -> None:
+    def _dispatch(self, frame: str | bytes) -> bool:
+        """Handle one frame; True if a reader now has an event queued for it."""
         try:
             message = rpc.decode(frame)
         except rpc.MessageError as exc:
             log.warning("unparseable message from the exec-server: %s", exc)
-            return
+            return False
         if isinstance(message, rpc.Notification):
             try:
-                self._on_notification(message)
+                return self._on_notification(message) is not False
             except Exception:
                 log.exception("handling notification %s failed", message.method)
         elif isinstance(message, rpc.Response | rpc.ErrorResponse):
@@ -125,7 +127,7 @@ class RpcClient:
             if pending is None:
                 if isinstance(message, rpc.ErrorResponse):
                     log.warning("exec-server error without request: %s", message.message)
-                return
+                return False
             if isinstance(message, rpc.ErrorResponse):
                 pending.error = RpcError(message.code, message.message)
             else:
@@ -133,6 +135,7 @@ class RpcClient:
             pending.done.set()
         else:
             log.warning("exec-server sent a request (%s); ignored", message.method)
+        return False
 
     def _lose(self, reason: str) -> None:
         if self.lost is not None:
@@ -145,7 +148,12 @@ class RpcClient:
         self.lost_event.set()
         self._on_lost(self.lost)
 
-    async def _send(self, message: rpc.Message) -> None:
+    async def _send(self, message: rpc.Message, scope: trio.CancelScope) -> None:
+        """Build the frame for ``message``, check it (InvalidRequestError if it cannot
+        go), and send it in ``scope`` (see ``_send_frame``)."""
+        await self._send_frame(self._frame(message), scope)
+
+    def _frame(self, message: rpc.Message) -> str:
         if self.lost is not None:
             raise TransportLostError(self.lost)
         frame = rpc.encode(message)
@@ -168,35 +176,52 @@ class RpcClient:
                 f"{what} would be a {size}-byte message; the limit is "
                 f"{self._limits.max_message_bytes} bytes"
             )
-        async with self._send_lock:
+        return frame
+
+    async def _send_frame(self, frame: str, scope: trio.CancelScope) -> None:
+        """Send under the send lock, in ``scope``: shielded (a frame, once begun, is
+        finished or the link is given up: a cancelled half-frame would corrupt all
+        after it), with a deadline (a peer that stops reading must not stall every
+        request forever)."""
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:  # uncontended: no scheduler pass for the lock (the send has its own)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            lock.acquire_nowait()
+        try:
             if self.lost is not None:
                 raise TransportLostError(self.lost)
+            scope.shield = True  # only the scope's own deadline cancels the send now
             try:
-                # A frame, once begun, is finished or the link is given up: a cancelled
-                # half-frame would corrupt everything after it. And a peer that stops
-                # reading must not stall every request forever.
-                with trio.CancelScope(shield=True) as scope:
-                    scope.relative_deadline = self.request_timeout
-                    await self._transport.send(frame)
-                if scope.cancelled_caught:
-                    self._lose(f"sending timed out after {self.request_timeout:g} s")
-                    raise TransportLostError(self.lost)
+                await self._transport.send(frame)
+            except trio.Cancelled:  # that deadline: the frame may be cut off
+                self._lose(f"sending timed out after {self.request_timeout:g} s")
+                raise TransportLostError(self.lost) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 self._lose(f"send failed: {exc!r}")
                 raise TransportLostError(self.lost) from exc
+            finally:
+                scope.shield = False
+        finally:
+            lock.release()
 
     async def notify(self, method: str, params: Any = None) -> None:
-        await self._send(rpc.Notification(method=method, params=params))
+        with trio.CancelScope(deadline=trio.current_time() + self.request_timeout) as scope:
+            await self._send(rpc.Notification(method=method, params=params), scope)
 
     async def request(self, method: str, params: Any, *, timeout: float | None = None) -> Any:
         """Send a request and wait for its answer; RpcError for an error answer."""
+        limit = self.request_timeout if timeout is None else timeout
         request_id = next(self._ids)
         pending = _Pending()
         self._pending[request_id] = pending
-        limit = self.request_timeout if timeout is None else timeout
+        # One scope for the send (bounded by request_timeout) and the wait (by limit).
+        start = trio.current_time()
         try:
-            await self._send(rpc.Request(id=request_id, method=method, params=params))
-            with trio.move_on_after(limit if math.isfinite(limit) else math.inf):
+            with trio.CancelScope(deadline=start + self.request_timeout) as scope:
+                await self._send(rpc.Request(id=request_id, method=method, params=params), scope)
+                scope.deadline = start + limit if math.isfinite(limit) else math.inf
                 await pending.done.wait()
         finally:
             self._pending.pop(request_id, None)

@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -291,17 +291,23 @@ class RemoteExecBackend(RemoteFileMethods):
             raise InvalidRequestError("this backend is closed")
         return self._link
 
-    def _on_notification(self, message: rpc.Notification) -> None:
+    def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        """A short task of a process handle (its events' helper), in our nursery."""
+        if self._nursery is None:
+            raise RuntimeError("this backend is not running")
+        self._nursery.start_soon(job)
+
+    def _on_notification(self, message: rpc.Notification) -> bool:
+        """Route one notification; True if a reader now has an event to take."""
         if message.method == MISSING_CHANGED:
             self._fs_watcher.notified(message.params)
-            return
+            return False
         if message.method not in (m.OUTPUT, m.EXITED, m.CLOSED):
             log.debug("ignoring notification %s", message.method)
-            return
+            return False
         pid = message.params.get("processId") if isinstance(message.params, dict) else None
         handle = self._routes.get(pid) if isinstance(pid, str) else None
-        if handle is not None:
-            handle.deliver(message.method, message.params)
+        return handle is not None and handle.deliver(message.method, message.params)
 
     async def _on_resumed(self) -> None:
         self._fs_watcher.resumed()
@@ -363,7 +369,7 @@ class RemoteExecBackend(RemoteFileMethods):
         if process_id in self._routes:
             raise InvalidRequestError(f"process id {process_id} is already in use")
         params = self._start_params(request, process_id)
-        handle = RemoteProcess(link, self._routes, process_id)
+        handle = RemoteProcess(link, self._routes, process_id, self._spawn)
         self._routes[process_id] = handle  # before the request: output may beat the answer
         resumes = link.resumes
         try:
