@@ -222,6 +222,17 @@ class WsChannel:
             if key == payload:
                 return
 
+    def abort(self) -> None:
+        """Drop the connection now (no closing handshake), from any task: its socket
+        is closed, so a receive waiting on it returns None and a send raises."""
+        self._broken = True
+        self._finish()
+        inner = self._stream
+        if isinstance(inner, trio.SSLStream):
+            inner = inner.transport_stream
+        if isinstance(inner, trio.SocketStream):
+            inner.socket.close()
+
     def _finish(self) -> None:
         """The websocket is over: wake pings and closers."""
         for event in self._pings.values():

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import attrs
@@ -59,10 +58,6 @@ class WsPolicy:
     close_timeout: float = 1.0
 
 
-class _LinkDead(Exception):
-    """The keepalive gave this connection up."""
-
-
 class WsServerConnection:
     """The ``Connection`` ExecServer serves, over one accepted websocket."""
 
@@ -75,7 +70,6 @@ class WsServerConnection:
         # keeps the checkpoint of its send lock; over TLS send_all is the checkpoint.
         self.send_checkpoints = channel.sends_checkpoint
         self._dead = False
-        self._scopes: set[trio.CancelScope] = set()
         self.last_sent = trio.current_time()
 
     @property
@@ -83,47 +77,29 @@ class WsServerConnection:
         """When bytes last came from the peer (a pong's included)."""
         return self._channel.last_heard
 
-    @contextmanager
-    def _guard(self) -> Iterator[trio.CancelScope]:
-        with trio.CancelScope() as scope:
-            self._scopes.add(scope)
-            try:
-                yield scope
-            finally:
-                self._scopes.discard(scope)
-
     def last_activity(self) -> float:
         """When the peer last showed life (any bytes, a pong): ExecServer's Heartbeat."""
         return self.last_heard
 
     def give_up(self) -> None:
-        """Count the link as gone: wake every receive and send on it."""
+        """Count the link as gone: close its socket, which wakes every receive (None)
+        and send (BrokenResourceError) on it. No cancel scope per call needed."""
         self._dead = True
-        for scope in list(self._scopes):
-            scope.cancel()
+        self._channel.abort()
 
     async def send(self, text: str) -> None:
         await self.send_bytes(text.encode())
 
     async def send_bytes(self, data: bytes) -> None:
         """One text frame of ``data`` (UTF-8, as ConnState encoded it): no str copy."""
-        if self._dead:
-            raise _LinkDead
-        sent = False
-        with self._guard():
-            await self._channel.send_utf8(data)
-            self.last_sent = trio.current_time()
-            sent = True
-        if not sent:
-            raise _LinkDead
+        await self._channel.send_utf8(data)
+        self.last_sent = trio.current_time()
 
     async def receive(self) -> str | bytes | MessageError | None:
-        if self._dead:
+        if self._dead:  # nothing more is taken from a link the keepalive gave up
+            await trio.lowlevel.checkpoint()
             return None
-        message: str | bytes | None = None  # stays None when give_up() cancelled us
-        with self._guard():
-            message = await self._channel.receive()
-        return message
+        return await self._channel.receive()
 
     async def keepalive(self, interval: float, timeout: float) -> None:
         """Ping on a timer; give the link up when it stays silent past ``timeout``."""
