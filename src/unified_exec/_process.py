@@ -76,10 +76,12 @@ class ReadResult:
 class _Shared:
     """What the pump and the readers share."""
 
+    __slots__ = ("_direct", "_progress", "_pumping", "changed", "log", "unthrottled")
+
     def __init__(self, retention_bytes: int) -> None:
         self.log = EventLog(retention_bytes)
         self.changed = trio.lowlevel.ParkingLot()  # something was appended
-        self.progress = trio.lowlevel.ParkingLot()  # an active reader moved on
+        self._progress: trio.lowlevel.ParkingLot | None = None  # see progressed()
         # Once the process is being terminated, nothing is held back for readers any
         # more: a reader paused inside its own loop (say, the one calling terminate)
         # must not keep the end from coming. What an active reader has not seen yet
@@ -91,7 +93,17 @@ class _Shared:
     def unthrottle(self) -> None:
         self.log.pin_unseen = True
         self.unthrottled = True
-        self.progress.unpark_all()
+        self.progressed()
+
+    def progressed(self) -> None:
+        """An active reader moved on (or went): a held-back pump looks again."""
+        if self._progress is not None:
+            self._progress.unpark_all()
+
+    async def _wait_progress(self) -> None:
+        if self._progress is None:  # made on first use: most processes never wait
+            self._progress = trio.lowlevel.ParkingLot()
+        await self._progress.park()
 
     def fail(self, message: str) -> None:
         """End the log with a failure, unless it has already ended."""
@@ -154,7 +166,7 @@ class _Shared:
             async for event in events:
                 if isinstance(event, OutputEvent):
                     while not self.unthrottled and self.log.would_evict_unseen(len(event.data)):
-                        await self.progress.park()
+                        await self._wait_progress()
                 self.append(event)
                 if self.log.terminal:
                     return
@@ -176,6 +188,8 @@ class UnifiedExecProcess:
     Create it with ``await UnifiedExecProcess.start(backend, request)`` or, to tie
     its life to a block, ``async with open_process(backend, request)``.
     """
+
+    __slots__ = ("__weakref__", "_handle", "_poll", "_shared", "_token")
 
     def __init__(self, handle: ProcessHandle, shared: _Shared) -> None:
         """Private: use start() or from_handle()."""
@@ -439,7 +453,7 @@ class EventStream:
         else:
             self._cursor = event.last_seq if isinstance(event, LostEvent) else event.seq
             log.move_cursor(self._token, self._cursor)
-            self._shared.progress.unpark_all()
+            self._shared.progressed()
         return event
 
     def _finish(self) -> None:
@@ -448,7 +462,7 @@ class EventStream:
         if self._token is not None:
             self._shared.log.drop_cursor(self._token)
             self._token = None
-            self._shared.progress.unpark_all()
+            self._shared.progressed()
 
     def close(self) -> None:
         """Stop reading: release the hold this iterator has on the producer."""

@@ -45,12 +45,14 @@ class EventQueue:
 
     def __init__(self, capacity_bytes: int) -> None:
         self._capacity = capacity_bytes
-        self._items: deque[ProcessEvent] = deque()
+        # Made on first use, as are the lots: a consumer that only uses the sink
+        # never queues (an idle session is ~1 KiB smaller).
+        self._items: deque[ProcessEvent] | None = None
         self._bytes = 0
         self._next_seq = 1
         self._ended = False  # the terminal event was put (queued or taken by the sink)
-        self._ready = trio.lowlevel.ParkingLot()  # the consumer waits here for events
-        self._room = trio.lowlevel.ParkingLot()  # wait_room() waits here
+        self._ready: trio.lowlevel.ParkingLot | None = None  # the consumer waits here
+        self._room: trio.lowlevel.ParkingLot | None = None  # wait_room() waits here
         self.waiting_for_room = False  # the producer is throttled (set by it)
         # Called when room opens while waiting_for_room: the producer's wake-up
         # when it waits for room and for something else at once.
@@ -68,6 +70,8 @@ class EventQueue:
         if not self.full:
             await trio.lowlevel.checkpoint()
             return
+        if self._room is None:
+            self._room = trio.lowlevel.ParkingLot()
         self.waiting_for_room = True
         try:
             while self.full:
@@ -76,23 +80,31 @@ class EventQueue:
             self.waiting_for_room = False
 
     def _room_opened(self) -> None:
-        self._room.unpark_all()
+        if self._room is not None:
+            self._room.unpark_all()
         if self.on_room is not None:
             self.on_room()
+
+    def _wake_consumer(self) -> None:
+        if self._ready is not None:
+            self._ready.unpark_all()
 
     def _put(self, event: ProcessEvent) -> None:
         if self._ended:
             return
         self._ended = isinstance(event, ClosedEvent | FailedEvent)
         sink = self._sink
-        if sink is not None and self._consumer_idle and not self._items and sink(event):
+        items = self._items
+        if sink is not None and self._consumer_idle and not items and sink(event):
             if self._ended:
-                self._ready.unpark_all()  # a parked consumer learns that the stream is over
+                self._wake_consumer()  # a parked consumer learns that the stream is over
             return
-        self._items.append(event)
+        if items is None:
+            items = self._items = deque()
+        items.append(event)
         if type(event) is OutputEvent:
             self._bytes += len(event.data)
-        self._ready.unpark_all()
+        self._wake_consumer()
 
     def _take_seq(self) -> int:
         seq = self._next_seq
@@ -100,6 +112,7 @@ class EventQueue:
         return seq
 
     def _popleft(self) -> ProcessEvent:
+        assert self._items is not None
         event = self._items.popleft()
         if type(event) is OutputEvent:
             self._bytes -= len(event.data)
@@ -165,6 +178,8 @@ class EventIterator:
             raise StopAsyncIteration
         if not q._items:
             q._consumer_idle = True
+            if q._ready is None:
+                q._ready = trio.lowlevel.ParkingLot()
             try:
                 while not q._items:
                     if q._ended:  # the sink took the terminal event

@@ -34,13 +34,13 @@ class OutputReader:
     __slots__ = ("_pty", "_queue", "_read_size", "eof", "fds", "label")
 
     def __init__(self, readers: dict[Stream, int], queue: EventQueue, read_size: int) -> None:
-        self.fds = dict(readers)  # ours; closed by close()
+        self.fds = readers  # ours from now on; closed by close()
         for fd in self.fds.values():
             os.set_blocking(fd, False)
         self._queue = queue
         self._read_size = read_size
         self._pty = "pty" in self.fds
-        self.eof: set[Stream] = set()  # streams whose read returned EOF (or EIO)
+        self.eof: list[Stream] = []  # streams whose read returned EOF (or EIO): at most 2
         self.label = ""
 
     def all_eof(self) -> bool:
@@ -83,7 +83,7 @@ class OutputReader:
                     log.warning("reading %s of %s failed: %s", name, self.label, exc)
                 data = b""
             if not data:
-                self.eof.add(name)
+                self.eof.append(name)
                 break
             got += len(data)
             if self._pty:

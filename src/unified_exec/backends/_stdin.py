@@ -17,55 +17,69 @@ __all__ = ["StdinWriter"]
 
 
 class StdinWriter:
+    # The FdStream and the lock are made on the first write that has to wait: most
+    # writes never do, and an idle session is then ~1 KiB smaller.
+    __slots__ = ("_fd", "_lock", "_scopes", "_stream", "shut")
+
     def __init__(self, fd: int | None) -> None:
         """``fd``: ours to own (closed by close()), or None for a child without stdin."""
-        self._stream = trio.lowlevel.FdStream(fd) if fd is not None else None
-        self._lock = trio.Lock()
-        self._scopes: set[trio.CancelScope] = set()
+        if fd is not None:
+            os.set_blocking(fd, False)
+        self._fd = fd
+        self._stream: trio.lowlevel.FdStream | None = None
+        self._lock: trio.Lock | None = None
+        self._scopes: set[trio.CancelScope] | None = None
         self.shut = False  # set at exit or terminate: every write answers STDIN_CLOSED
 
     async def write(self, data: bytes) -> WriteStatus:
-        stream = self._stream
-        if stream is None or self.shut:
+        fd = self._fd
+        if fd is None or self.shut:
             return WriteStatus.STDIN_CLOSED
         if not data:
             await trio.lowlevel.checkpoint()
             return WriteStatus.ACCEPTED
-        if not self._lock.locked():
+        if self._lock is None or not self._lock.locked():
             # The usual case, nobody else writing: one non-blocking write, and one
             # schedule point after it instead of the lock's and send_all's two. A
             # cancelled caller writes nothing; once written, it is not cancelled.
             await trio.lowlevel.checkpoint_if_cancelled()
-            sent = self._write_now(stream, data)
+            sent = self._write_now(fd, data)
             if sent < 0 or sent == len(data):
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return WriteStatus.STDIN_CLOSED if sent < 0 else WriteStatus.ACCEPTED
             # A full pipe: the rest waits in the lock's queue (nothing ran since the
             # write, so nobody can take the lock before us and interleave).
             data = data[sent:]
-        return await self._write_locked(stream, data)
+        return await self._write_locked(fd, data)
 
-    async def _write_locked(self, stream: trio.lowlevel.FdStream, data: bytes) -> WriteStatus:
+    async def _write_locked(self, fd: int, data: bytes) -> WriteStatus:
+        if self._lock is None:
+            self._lock = trio.Lock()
         async with self._lock:
-            if self.shut or self._stream is not stream:
+            if self.shut or self._fd != fd:  # closed (send_eof) while we queued
                 return WriteStatus.STDIN_CLOSED
+            if self._stream is None:
+                self._stream = trio.lowlevel.FdStream(fd)
+            if self._scopes is None:
+                self._scopes = set()
+            scopes = self._scopes
             with trio.CancelScope() as scope:
-                self._scopes.add(scope)
+                scopes.add(scope)
                 try:
-                    await stream.send_all(data)
+                    await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return WriteStatus.STDIN_CLOSED
                 finally:
-                    self._scopes.discard(scope)
+                    scopes.discard(scope)
             if scope.cancelled_caught:
                 return WriteStatus.STDIN_CLOSED
         return WriteStatus.ACCEPTED
 
     @staticmethod
-    def _write_now(stream: trio.lowlevel.FdStream, data: bytes) -> int:
+    def _write_now(fd: int, data: bytes) -> int:
         """Bytes written without waiting (0 if the pipe is full), -1 if it is broken."""
         try:
-            return os.write(stream.fileno(), data)
+            return os.write(fd, data)
         except BlockingIOError:
             return 0
         except OSError:  # EPIPE, EIO, EBADF: nobody will read it
@@ -77,24 +91,32 @@ class StdinWriter:
         self._cancel_pending()
 
     def _cancel_pending(self) -> None:
-        for scope in self._scopes:
+        for scope in self._scopes or ():
             scope.cancel()
 
     async def send_eof(self) -> None:
         """Close our end: the child reads EOF once the pipe drains."""
-        stream = self._stream
-        if stream is not None:
-            self._stream = None
+        fd = self._fd
+        if fd is not None:
+            self._fd = None
             self._cancel_pending()
-            async with self._lock:
-                await stream.aclose()
+            stream, self._stream = self._stream, None
+            if stream is None:
+                os.close(fd)  # no stream, so no writer waits on it
+            else:
+                assert self._lock is not None  # made before the stream
+                async with self._lock:
+                    await stream.aclose()
         await trio.lowlevel.checkpoint()
 
     def close(self) -> None:
         """Synchronous, for teardown."""
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+        elif self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
 
 
 def dup_for_writing(master: int | None, stdin: int | None) -> int | None:

@@ -49,8 +49,53 @@ def _exit_code(status: os.waitid_result) -> int:
     return 128 + status.si_status
 
 
+class Flag:
+    """A trio.Event that is made only when somebody waits for it: most are never
+    waited for, and an idle session is then ~400 bytes smaller."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: trio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+
 class Supervisor:
     """Owns the child's pid, pidfd, output readers and stdin until it is reaped."""
+
+    __slots__ = (
+        "_escapees_killed",
+        "_links",
+        "_pidfd",
+        "_post_exit_grace",
+        "_warden_key",
+        "_watch",
+        "closed",
+        "exited",
+        "label",
+        "pid",
+        "queue",
+        "reader",
+        "reaped",
+        "stdin",
+        "terminating",
+    )
 
     def __init__(
         self,
@@ -72,8 +117,8 @@ class Supervisor:
         self._links = links
         self._warden_key = warden_key
         self._post_exit_grace = post_exit_grace
-        self.exited = trio.Event()
-        self.closed = trio.Event()
+        self.exited = Flag()
+        self.closed = Flag()
         self.terminating = False
         self.reaped = False
         self._escapees_killed = False

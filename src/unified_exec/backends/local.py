@@ -33,7 +33,7 @@ from ._queue import EventQueue
 from ._reader import OutputReader
 from ._spawn import spawn
 from ._stdin import StdinWriter, dup_for_writing
-from ._supervisor import Supervisor, kill_group
+from ._supervisor import Flag, Supervisor, kill_group
 from ._warden import warden as _warden
 
 __all__ = ["LocalPtyBackend"]
@@ -77,6 +77,7 @@ class _LocalProcess:
     """The ProcessHandle of a local child."""
 
     capabilities = _CAPABILITIES
+    __slots__ = ("_backend", "_events_taken", "_master", "_process_id", "_sup", "pid")
 
     def __init__(
         self,
@@ -106,7 +107,7 @@ class _LocalProcess:
         self._events_taken = False
 
     @property
-    def _closed(self) -> trio.Event:
+    def _closed(self) -> Flag:
         return self._sup.closed
 
     # -- ProcessHandle ---------------------------------------------------------------
