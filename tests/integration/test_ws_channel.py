@@ -262,3 +262,27 @@ async def test_client_frames_of_every_length_class_reach_a_wsproto_server() -> N
                         got.append("".join(parts))
                         parts = []
         assert got == [*texts, "end é"]
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x81\x05hello", 1002),  # a client frame without a mask
+        (b"\xc1\x80\x00\x00\x00\x00", 1002),  # a reserved bit (no extension agreed)
+        (b"\x81\x82\x00\x00\x00\x00\xff\xfe", 1007),  # text that is not UTF-8
+    ],
+)
+async def test_a_broken_frame_gets_a_close_with_its_code(frame: bytes, code: int) -> None:
+    with trio.fail_after(HANG_GUARD):
+        a, b = trio.socket.socketpair()
+        server = WsChannel(
+            trio.SocketStream(a), Connection(ConnectionType.SERVER),
+            max_message_bytes=1 << 20, receive_bytes=65536, eager_send=True,
+        )  # fmt: skip
+        raw = trio.SocketStream(b)
+        peer = Connection(ConnectionType.CLIENT)
+        await raw.send_all(frame)
+        assert await server.receive() is None
+        closes = await _events(raw, peer, CloseConnection)
+        assert [e.code for e in closes if isinstance(e, CloseConnection)] == [code]
+        await server.aclose(timeout=0.5)  # the peer never answers: bounded

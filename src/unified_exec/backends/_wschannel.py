@@ -12,8 +12,9 @@ are awaited (both our ends always do; the server stops only under backpressure, 
 trio-websocket's one-message queue did), and only one task receives at a time.
 Sends may come from any task: whole frames go out under one lock, and a frame whose
 sending failed part-way marks the link broken, so nothing is ever sent after a torn
-frame. With ``eager_send`` (the server: ConnState's send lock is its checkpoint) a
-frame is written at once when the kernel takes it, without a scheduler pass.
+frame. With ``eager_send`` (the server) a frame is written at once when the kernel
+takes it, without a scheduler pass (~20 us); it waits, and so yields, when the socket
+is full.
 
 Our frames are built here (a header, and a client's mask); wsproto parses what comes
 in and keeps the close handshake's state.
@@ -89,8 +90,7 @@ class WsChannel:
     ) -> None:
         self._stream = stream
         # eager_send: on plain TCP a frame is written at once, with no scheduler pass
-        # (~20 us) when the kernel takes it all; for callers that checkpoint before
-        # each send anyway (a trio.Lock: RpcClient, ConnState). See sends_checkpoint.
+        # (~20 us) when the kernel takes it all; for callers that yield elsewhere.
         self._socket = (
             stream.socket if eager_send and isinstance(stream, trio.SocketStream) else None
         )
@@ -117,11 +117,6 @@ class WsChannel:
         self.after_read: Callable[[], None] | None = None
         # What the handshake's read carried past its end: frames, maybe whole ones.
         self._replies = self._take_events()
-
-    @property
-    def sends_checkpoint(self) -> bool:
-        """Does every send execute a checkpoint (False: eager writes on plain TCP)?"""
-        return self._socket is None
 
     @property
     def is_open(self) -> bool:
@@ -209,6 +204,10 @@ class WsChannel:
                     self.close_reason = (event.code, event.reason or "")
                 if self._ws.state is ConnectionState.REMOTE_CLOSING:
                     replies += self._ws.send(event.response())
+                elif self._ws.state is ConnectionState.OPEN:
+                    # wsproto's word for a frame it could not parse (1002, 1007):
+                    # say so to the peer, and read no more.
+                    replies += self._ws.send(CloseConnection(event.code, event.reason))
         return replies
 
     def _pong(self, payload: bytes) -> None:

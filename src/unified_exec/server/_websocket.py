@@ -66,9 +66,11 @@ class WsServerConnection:
     def __init__(self, channel: WsChannel, name: str) -> None:
         self._channel = channel
         self.name = name
-        # On plain TCP a frame is written at once (no pass of its own), so ConnState
-        # keeps the checkpoint of its send lock; over TLS send_all is the checkpoint.
-        self.send_checkpoints = channel.sends_checkpoint
+        # As the stdio pipes (_fdpipe.FdWriter): on plain TCP a frame the kernel takes
+        # at once goes without a scheduler pass (ConnState takes none either when its
+        # lock is free); a send waits, and so yields, only when the socket is full.
+        # Every pusher yields per event anyway (EventStream), every handler in its work.
+        self.send_checkpoints = True
         self._dead = False
         self.last_sent = trio.current_time()
 
