@@ -7,6 +7,11 @@ over real sockets.
 
 from __future__ import annotations
 
+import functools
+import ssl
+import subprocess
+from pathlib import Path
+
 import pytest
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -286,3 +291,39 @@ async def test_a_broken_frame_gets_a_close_with_its_code(frame: bytes, code: int
         closes = await _events(raw, peer, CloseConnection)
         assert [e.code for e in closes if isinstance(e, CloseConnection)] == [code]
         await server.aclose(timeout=0.5)  # the peer never answers: bounded
+
+
+async def test_wss_both_ends_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over TLS the frames go through send_all (no eager writes): 2 MiB of output and
+    a process/write both ways between our client and our server."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # what our client's default context trusts
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(
+                ue.serve_exec_server, listen="ws://127.0.0.1:0", ssl_context=server_ctx
+            )
+            url = await nursery.start(serve)
+            assert url.startswith("wss://")
+            script = 'head -c 2097152 /dev/zero; read line; echo "$line"'
+            req = ue.ExecRequest(["sh", "-c", script], pipe_stdin=True)
+            async with (
+                ue.RemoteExecBackend.connect(url) as backend,
+                ue.open_process(backend, req) as proc,
+            ):
+                assert await proc.write(b"over tls\n") is ue.WriteStatus.ACCEPTED
+                data = b""
+                async for event in proc.events():
+                    if isinstance(event, ue.OutputEvent):
+                        data += event.data
+                assert data == b"\0" * 2097152 + b"over tls\n"
+                assert (await proc.wait()).exit_code == 0
+            nursery.cancel_scope.cancel()
