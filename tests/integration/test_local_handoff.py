@@ -4,6 +4,7 @@ handed straight into the log, a pump only once the log must hold output back."""
 from __future__ import annotations
 
 import collections
+import os
 
 import pytest
 import trio
@@ -142,3 +143,20 @@ async def test_a_full_queue_still_sees_the_exit() -> None:
     exited = [e for e in events if isinstance(e, ue.ExitedEvent)]
     assert [e.exit_code for e in exited] == [137]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+def test_the_end_of_the_run_fails_and_reaps_a_process_that_has_no_pump() -> None:
+    # No pump task to be cancelled: the supervisor's own cancellation is what
+    # reaches the log, and its synchronous cleanup still kills and reaps.
+    procs: list[ue.UnifiedExecProcess] = []
+
+    async def main() -> None:
+        backend = ue.LocalPtyBackend()
+        procs.append(await ue.UnifiedExecProcess.start(backend, ue.ExecRequest(["sleep", "30"])))
+
+    trio.run(main)
+    (proc,) = procs
+    assert proc.closed
+    assert "supervision was cancelled" in (proc.state.failure_message or "")
+    with pytest.raises(ProcessLookupError):
+        os.kill(proc._handle.pid, 0)  # type: ignore[attr-defined]

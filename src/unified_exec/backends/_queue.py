@@ -97,6 +97,7 @@ class EventQueue:
         items = self._items
         if sink is not None and self._consumer_idle and not items and sink(event):
             if self._ended:
+                self._sink = None  # nothing follows; and the consumer is not kept alive
                 self._wake_consumer()  # a parked consumer learns that the stream is over
             return
         if items is None:
