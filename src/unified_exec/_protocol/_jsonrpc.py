@@ -38,6 +38,7 @@ __all__ = [
     "Response",
     "count_json_values",
     "decode",
+    "decode_frame",
     "encode",
     "encode_bytes",
     "parse_message",
@@ -185,6 +186,65 @@ def decode(text: str | bytes, *, max_values: int = DEFAULT_LIMITS.max_json_value
     return parse_message(obj)
 
 
+# The fast path of decode_frame: one big base64 "chunk" in params (a process/output
+# notification, a process/write request), decoded straight from the frame's bytes.
+_CHUNK_KEY = b'"chunk":"'
+_PLACEHOLDER = b"\\u0000"  # JSON for U+0000: stands in for the chunk while the rest is decoded
+_BASE64_STRING = msgspec.json.Decoder(bytes)
+_FAST_FROM = 4096  # bytes; below this the standard decode costs little
+
+
+def decode_frame(
+    frame: str | bytes, *, max_values: int = DEFAULT_LIMITS.max_json_values
+) -> Message:
+    """``decode(frame)``, except that a request's or notification's ``params.chunk``
+    may come back as the bytes its base64 stands for (its structure hook takes both).
+
+    A 256 KiB output chunk is ~350 KB of JSON; the standard decoder scans it as text
+    (~0.3-0.6 ms here) before base64 decodes it again. Here the chunk's string goes
+    to msgspec's C base64 decoder, straight from the frame, and only the rest of the
+    frame (the chunk replaced by a placeholder, an escaped U+0000) goes through
+    ``decode`` with all of its checks. The result is the same message, or the same
+    refusal: the placeholder is a string where the chunk's string was (same JSON
+    value count), and it can be told from every other string, since the fast path
+    takes only frames without a backslash (no escapes: the chunk's string ends at the
+    next quote, and no string of the frame's own can be U+0000). Whatever it cannot
+    vouch for goes the standard way.
+    """
+    found = _big_chunk(frame)
+    if found is not None:
+        start, end, chunk = found
+        assert isinstance(frame, bytes)
+        try:
+            message = decode(frame[:start] + _PLACEHOLDER + frame[end:], max_values=max_values)
+        except MessageError:
+            message = None  # the standard way says what is wrong, in its own words
+        params = getattr(message, "params", None)
+        if message is not None and isinstance(params, dict) and params.get("chunk") == "\x00":
+            params["chunk"] = chunk
+            return message
+    return decode(frame, max_values=max_values)
+
+
+def _big_chunk(frame: str | bytes) -> tuple[int, int, bytes] | None:
+    """Where the text of a big frame's ``"chunk"`` string starts and ends, and its
+    bytes; None unless the fast path can vouch for it."""
+    if not isinstance(frame, bytes) or len(frame) < _FAST_FROM:
+        return None
+    at = frame.find(_CHUNK_KEY, 0, 512)
+    # Only a key right after "{" or ",": the quote opens the key "chunk" itself.
+    if at <= 0 or frame[at - 1] not in b"{," or frame.find(b'"method":', 0, 64) < 0:
+        return None
+    start = at + len(_CHUNK_KEY)
+    end = frame.find(b'"', start)
+    if end < 0 or frame.find(b"\\") >= 0:  # one memchr each
+        return None
+    try:
+        return start, end, _BASE64_STRING.decode(memoryview(frame)[start - 1 : end + 1])
+    except msgspec.DecodeError:  # not valid base64
+        return None
+
+
 def to_wire(message: Message) -> dict[str, Any]:
     if isinstance(message, Request):
         out: dict[str, Any] = {"id": message.id, "method": message.method}
@@ -247,25 +307,32 @@ class NdjsonDecoder:
 
     A too-long line is an error for that line only: the decoder skips to the next
     newline and goes on, so one oversized message cannot wedge the connection.
+
+    An unfinished line is kept as the pieces it came in, joined once when its newline
+    arrives: a 350 KB frame read 64 KiB at a time is copied once, not grown, sliced
+    and copied again (~0.5 ms a frame here, as much as decoding it).
     """
 
     def __init__(self, max_line: int = 64 * 1024 * 1024) -> None:
         self._max = max_line
-        self._buf = bytearray()
-        self._scanned = 0  # bytes of _buf already known to hold no newline
-        self._skipping = False
+        self._parts: list[bytes] = []  # the unfinished line (dropped while skipping)
+        self._held = 0  # their bytes
+        self._skipping = False  # inside a line already refused as too long
 
     def feed(self, data: bytes) -> list[bytes | MessageError]:
         out: list[bytes | MessageError] = []
-        self._buf += data
+        if type(data) is not bytes:
+            data = bytes(data)
         start = 0
-        search_from = self._scanned
-        while True:
-            nl = self._buf.find(b"\n", search_from)
-            if nl < 0:
-                break
-            line = bytes(self._buf[start:nl])
-            start = search_from = nl + 1
+        while (nl := data.find(b"\n", start)) >= 0:
+            if self._parts:
+                with memoryview(data) as view:
+                    line = b"".join([*self._parts, view[start:nl]])
+                self._parts.clear()
+                self._held = 0
+            else:
+                line = data[start:nl]
+            start = nl + 1
             if self._skipping:
                 self._skipping = False
                 continue
@@ -275,13 +342,13 @@ class NdjsonDecoder:
                 out.append(MessageError(f"message longer than {self._max} bytes"))
             elif line.strip():
                 out.append(line)
-        del self._buf[:start]
-        self._scanned = len(self._buf)
-        held = len(self._buf) - (1 if self._buf.endswith(b"\r") else 0)  # \r may end a line
-        if held > self._max:
-            self._buf.clear()
-            self._scanned = 0
-            if not self._skipping:
+        if start < len(data) and not self._skipping:
+            self._parts.append(data[start:] if start else data)
+            self._held += len(data) - start
+            held = self._held - (1 if data.endswith(b"\r") else 0)  # \r may end a line
+            if held > self._max:
+                self._parts.clear()
+                self._held = 0
                 self._skipping = True
                 out.append(MessageError(f"message longer than {self._max} bytes"))
         return out
@@ -289,4 +356,4 @@ class NdjsonDecoder:
     @property
     def pending(self) -> int:
         """Bytes of an incomplete line held back."""
-        return len(self._buf)
+        return self._held

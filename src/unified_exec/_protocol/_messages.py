@@ -253,6 +253,8 @@ def _describe(value: Any) -> str:
 
 
 def _b64decode(value: Any, _type: Any) -> bytes:
+    if type(value) is bytes:  # decoded already, by _jsonrpc.decode_frame (JSON has no bytes)
+        return value
     if not isinstance(value, str):
         raise ParamsError(f"invalid type: {_describe(value)}, expected a base64 string")
     try:

@@ -113,7 +113,7 @@ class RpcClient:
     def _dispatch(self, frame: str | bytes) -> bool:
         """Handle one frame; True if a reader now has an event queued for it."""
         try:
-            message = rpc.decode(frame)
+            message = rpc.decode_frame(frame)
         except rpc.MessageError as exc:
             log.warning("unparseable message from the exec-server: %s", exc)
             return False

@@ -16,6 +16,7 @@ first:
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 
 import trio
@@ -24,9 +25,19 @@ __all__ = ["FdReader", "FdWriter"]
 
 
 class _Fd:
-    def __init__(self, fd: int) -> None:
+    """A pipe end, non-blocking, the pipe grown to ``pipe_bytes`` where the system
+    allows (Linux: up to /proc/sys/fs/pipe-max-size, 1 MiB by default). A 64 KiB
+    output event is a ~87 KB frame, more than a default pipe holds: each one cost the
+    server a wait and both ends a wake-up in its middle (256 MiB through stdio,
+    ours/codex 0.171.0: 2.7x -> 4x)."""
+
+    def __init__(self, fd: int, pipe_bytes: int = 1 << 20) -> None:
         os.set_blocking(fd, False)
         self._fd: int | None = fd
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, pipe_bytes)
+        except (OSError, AttributeError):  # not a pipe, over the limit, not Linux
+            pass
 
     def _live(self) -> int:
         if self._fd is None:

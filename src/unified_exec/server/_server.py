@@ -192,7 +192,7 @@ class ExecServer:
             try:
                 if isinstance(frame, rpc.MessageError):
                     raise frame
-                message = rpc.decode(frame, max_values=self.limits.max_json_values)
+                message = rpc.decode_frame(frame, max_values=self.limits.max_json_values)
             except rpc.MessageError as exc:
                 text = f"failed to parse JSON-RPC message from exec-server {state.conn.name}: {exc}"
                 await state.reply_error(-1, rpc.INVALID_REQUEST, text)
