@@ -14,6 +14,7 @@ runs whatever terminate() does.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -93,6 +94,9 @@ class ExecServer:
         self.methods = Methods(self)
         self._nursery: trio.Nursery | None = None
         self._stack: AsyncExitStack | None = None
+        # Closed entries to forget, oldest first: (deadline, session, entry).
+        self._expiring: collections.deque[tuple[float, Session, Entry]] = collections.deque()
+        self._expirer = False  # the task that forgets them runs
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -349,16 +353,28 @@ class ExecServer:
         self.spawn(watch, f"watch {entry.process_id}")
 
     def _closed(self, session: Session, entry: Entry) -> None:
+        """Forget ``entry`` retain_closed s from now: one timer task for them all (the
+        same delay for each, so the queue is in deadline order), not one each."""
         if entry.expiry == "expiring":
             return
         entry.expiry = "expiring"
+        self._expiring.append((trio.current_time() + self.retain_closed, session, entry))
+        if not self._expirer and self._nursery is not None:
+            self._expirer = True
+            self.spawn(self._expire_closed, "expire closed processes")
 
-        async def expire() -> None:
-            await trio.sleep(self.retain_closed)
-            if session.entries.get(entry.process_id) is entry:
-                del session.entries[entry.process_id]
-
-        self.spawn(expire, f"expire {entry.process_id}")
+    async def _expire_closed(self) -> None:
+        queue = self._expiring
+        try:
+            while queue:
+                await trio.sleep_until(queue[0][0])
+                now = trio.current_time()
+                while queue and queue[0][0] <= now:
+                    _, session, entry = queue.popleft()
+                    if session.entries.get(entry.process_id) is entry:
+                        del session.entries[entry.process_id]
+        finally:
+            self._expirer = False
 
     async def _expire_detached(self, session: Session, detach: int) -> None:
         await trio.sleep(self.detach_timeout)
