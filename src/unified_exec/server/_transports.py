@@ -29,8 +29,8 @@ from .._protocol._limits import DEFAULT_LIMITS, Limits
 from .._validate import check_duration
 from ..backends import LocalPtyBackend
 from ..backends._base import ExecBackend
+from ..backends._fdpipe import FdReader, FdWriter
 from ._auth import TokenAuth
-from ._fdpipe import FdReader, FdWriter
 from ._listen import is_loopback
 from ._listen import open_listeners as _open_listeners
 from ._listen import parse_listen as _parse_listen

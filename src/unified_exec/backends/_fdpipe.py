@@ -1,4 +1,4 @@
-"""Non-blocking pipe I/O for the stdio exec-server: the syscall first, a wait only if needed.
+"""Non-blocking pipe I/O for a stdio exec-server link: the syscall first, a wait if needed.
 
 trio's ``FdStream`` takes a scheduler pass before every ``receive_some`` and
 ``send_all``, and a second one when it then has to wait. On the server's stdio that
