@@ -26,6 +26,20 @@ from .server_core_harness import connect, served, start_params
 SERVE_STDIO = [sys.executable, "-m", "unified_exec", "serve", "--listen", "stdio"]
 
 
+class _RaisingHandle:
+    """A real local handle, but its terminate() raises after killing the child."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def terminate(self) -> None:
+        await self._inner.terminate()
+        raise ue.ExecTimeoutError("upstream did not answer process/terminate within 1 s")
+
+
 class RaisingTerminate:
     """Fault injection: a real LocalPtyBackend whose handles' terminate() kills the
     child for real, then raises as a relay's does when its upstream answers late."""
@@ -34,15 +48,7 @@ class RaisingTerminate:
         self.local = local
 
     async def start(self, request: ue.ExecRequest) -> Any:
-        handle = await self.local.start(request)
-        real = handle.terminate
-
-        async def terminate() -> None:
-            await real()
-            raise ue.ExecTimeoutError("upstream did not answer process/terminate within 1 s")
-
-        handle.terminate = terminate  # type: ignore[method-assign]
-        return handle
+        return _RaisingHandle(await self.local.start(request))
 
     async def aclose(self) -> None:
         await self.local.aclose()

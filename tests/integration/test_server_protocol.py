@@ -518,7 +518,7 @@ async def test_notifications_arrive_in_seq_order_per_process(transport: str) -> 
                 kinds = [m["method"] for m in notes]
                 assert kinds[-2:] == ["process/exited", "process/closed"], (pid, kinds[-3:])
                 assert kinds.count("process/exited") == 1
-                assert notes[-2]["params"]["exitCode"] == 0
+                assert notes[-2]["params"]["exitCode"] == 0, (pid, notes[-3:])
                 streams: dict[str, bytes] = {}
                 for m in notes[:-2]:
                     p = m["params"]

@@ -107,6 +107,11 @@ async def run_turn(
 ) -> TurnResult:
     model = MockModel(replies)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
+    # The agent's commands run in login shells: a HOME of their own keeps this
+    # machine's rc files (pyenv rehash, which warns on stderr when shells race for
+    # its lock) out of the output both servers must agree on.
+    base_env["HOME"] = str(home.parent / "shell-home")
+    pathlib.Path(base_env["HOME"]).mkdir(exist_ok=True)
     async with model.running():
         write_codex_home(home, model.base_url)
         # codex's exec-server refuses to put its sandbox helper aliases (which its
