@@ -77,7 +77,6 @@ class _LocalProcess:
     """The ProcessHandle of a local child."""
 
     capabilities = _CAPABILITIES
-    __slots__ = ("_backend", "_events_taken", "_master", "_process_id", "_sup", "pid")
 
     def __init__(
         self,
