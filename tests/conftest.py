@@ -10,8 +10,11 @@ processes by a marker of their own (``tests/_support.py``), never by a fixed nam
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -21,11 +24,18 @@ from unified_exec.backends import _procfs
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
-# Login shells (`bash -lc`: codex runs every command so, and so do our tool tests) read
-# this machine's ~/.bashrc, whose `pyenv init` runs `pyenv rehash` under a lock file;
-# it waits up to 60 s for the lock, and a rehash killed mid-way (tests kill process
-# groups) leaves the lock behind for good. With parallel workers, login shells meet
-# there often: a rehash gives up after 1 s instead of stalling a command for 60 s.
+# Login shells (`bash -lc`: codex runs every command so, and so do our tools) read
+# the rc files in HOME. This machine's ~/.bashrc runs `pyenv rehash` under a lock
+# file: racing shells warn about it on stderr (into output the tests compare), and a
+# rehash killed mid-way (tests kill process groups) leaves the lock behind, so every
+# later login shell waits 60 s for it. The tests' children get a HOME of their own
+# with no rc files; the caches and the npm config (fetch-codex) stay where they are.
+_REAL_HOME = os.path.expanduser("~")
+os.environ.setdefault("XDG_CACHE_HOME", os.path.join(_REAL_HOME, ".cache"))
+if os.path.exists(os.path.join(_REAL_HOME, ".npmrc")):
+    os.environ.setdefault("NPM_CONFIG_USERCONFIG", os.path.join(_REAL_HOME, ".npmrc"))
+os.environ["HOME"] = tempfile.mkdtemp(prefix="ue-test-home-")
+atexit.register(shutil.rmtree, os.environ["HOME"], ignore_errors=True)
 os.environ.setdefault("PYENV_REHASH_TIMEOUT", "1")
 
 
