@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -247,3 +249,98 @@ def test_the_warden_line_protocol_matches_a_model(
     assert {k: e.links for k, e in entries.items()} == model
     for entry in entries.values():
         assert entry.pid in (0, os.getpid())
+
+
+def test_pty_masters_are_matched_to_registrations_in_any_order() -> None:
+    """The warden keeps a PTY child's master while it is registered: an M message
+    before its L line waits for it, one after its U line is closed at once."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.setblocking(False)
+    masters = _warden_main._Masters(theirs)
+    entries: dict[str, _warden_main._Entry] = {}
+    ptys = [os.openpty() for _ in range(3)]
+    try:
+        socket.send_fds(ours, [b"M 1"], [ptys[0][0]])  # before its L line
+        masters.drain(entries)
+        _warden_main._apply("L 1 /dev/pts/x", entries, masters)
+        _warden_main._apply("L 2 /dev/pts/y", entries, masters)
+        socket.send_fds(ours, [b"M 2"], [ptys[1][0]])
+        masters.drain(entries)
+        held = {k: e.master for k, e in entries.items()}
+        assert all(fd >= 0 for fd in held.values()), held
+        for key, (master, _slave) in zip(("1", "2"), ptys, strict=False):
+            assert os.ttyname(_slave) and os.fstat(held[key]).st_rdev == os.fstat(master).st_rdev
+        _warden_main._apply("U 2", entries, masters)
+        with pytest.raises(OSError):
+            os.fstat(held["2"])  # closed with its registration
+        socket.send_fds(ours, [b"M 2"], [ptys[2][0]])  # after its U line: not kept
+        socket.send_fds(ours, [b"junk"], [ptys[2][0]])
+        masters.drain(entries)
+        assert set(entries) == {"1"} and masters.early == {}
+        ours.close()
+        masters.drain(entries)
+        assert masters.sock is None  # the owner is gone
+    finally:
+        for master, slave in ptys:
+            os.close(master)
+            os.close(slave)
+        for entry in entries.values():
+            _warden_main._close(entry.master)
+        ours.close()
+        theirs.close()
+
+
+def test_a_pty_name_freed_by_the_owners_death_is_not_a_target(mark: str) -> None:
+    """The owner dies; its PTY child dies; a pty opened on the machine next gets
+    the same /dev/pts/N. The warden, still scanning for holders of that name, must not
+    kill whoever holds it now: it keeps the name taken (a copy of the master) until
+    it is done."""
+    owner, line = _owner(
+        """
+        async def main():
+            be = ue.LocalPtyBackend()
+            proc = await ue.UnifiedExecProcess.start(
+                be, ue.ExecRequest(["sh", "-c", "tty; exec sleep 1000"], tty=True, env=env))
+            out = b""
+            while b"\\n" not in out:
+                out += b"".join(c.data for c in (await proc.read(wait=5)).chunks)
+            print("ready", out.split()[0].decode(), flush=True)
+            await trio.sleep(1000)
+        trio.run(main)
+        """,
+        mark,
+    )
+    name = line.split()[1]
+    assert name.startswith("/dev/pts/"), line
+    # A stranger (no warden of ours) takes that name as soon as it is free.
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import os, time
+            deadline = time.monotonic() + {_BOUND}
+            while os.path.exists({name!r}) and time.monotonic() < deadline:
+                time.sleep(0.001)  # the name is free once nobody holds that pty
+            held = []  # ptys come lowest number first: the few below it, then it
+            while len(held) < 256 and time.monotonic() < deadline:
+                master, slave = os.openpty()
+                if os.ttyname(slave) == {name!r}:
+                    print("got", flush=True)
+                    time.sleep(1000)
+                held.append((master, slave))
+            print("never", flush=True)
+        """)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _sigkill(owner)
+        assert stranger.stdout is not None
+        assert stranger.stdout.readline() == "got\n"
+        assert wait_for(lambda: not marked(mark), _BOUND), marked(mark)
+        time.sleep(1.5)  # longer than the warden's kill rounds
+        assert stranger.poll() is None, f"the warden killed the new holder of {name}"
+    finally:
+        stranger.kill()
+        stranger.wait()
+        if stranger.stdout is not None:
+            stranger.stdout.close()

@@ -7,7 +7,10 @@ process holds (O_CLOEXEC, closed in forked children, never given to a spawn). Ea
 child is registered with two short writes, before and after its spawn, and
 unregistered once reaped. However the owner dies — SIGKILL included — the kernel
 closes the write end; on that EOF the warden kills every registered child's
-session, its descendants and the holders of its streams, then exits.
+session, its descendants and the holders of its streams, then exits. For a PTY
+child the warden also holds a copy of the master (passed on a socket): that keeps
+the pty's name from going to someone else's pty after our death, while the warden
+still looks for holders of that name.
 
 Fail-open: if the warden cannot be started (no interpreter path, out of pids...),
 spawns still work and a warning is logged once. Losing the warden only loses the
@@ -21,6 +24,7 @@ import fcntl
 import itertools
 import logging
 import os
+import socket
 import sys
 import threading
 
@@ -58,6 +62,8 @@ class Warden:
     def __init__(self) -> None:
         self._lock = threading.Lock()  # backends in several trio runs (threads) share it
         self._fd: int | None = None
+        self._sock: socket.socket | None = None  # passes PTY masters to the warden
+        self._masters: dict[int, int] = {}  # registration id -> our master fd
         self._failed = False
         self._ids = itertools.count(1)
         self._live: dict[int, list[str]] = {}  # what to replay to a restarted warden
@@ -74,10 +80,18 @@ class Warden:
         with self._lock:
             self._ensure()
 
-    def before_spawn(self, links: set[str]) -> int:
-        """Register a child's streams before it exists; returns its registration id."""
+    def before_spawn(self, links: set[str], master: int | None = None) -> int:
+        """Register a child's streams before it exists; returns its registration id.
+
+        ``master``: a PTY child's master fd, which the warden keeps a copy of while
+        the child is registered (ours stays open until after ``forget``).
+        """
         key = next(self._ids)
         self._record(key, f"L {key} {' '.join(sorted(links))}\n")
+        if master is not None:
+            with self._lock:
+                self._masters[key] = master
+                self._pass_master(key, master)
         return key
 
     def after_spawn(self, key: int, pid: int) -> None:
@@ -87,6 +101,7 @@ class Warden:
 
     def forget(self, key: int) -> None:
         with self._lock:
+            self._masters.pop(key, None)
             if self._live.pop(key, None) is not None and self._fd is not None:
                 self._send(f"U {key}\n".encode())
 
@@ -116,12 +131,32 @@ class Warden:
         for lines in self._live.values():  # a restart: tell the new warden everything
             for line in lines:
                 self._send(line.encode(), replay=True)
+        for key, master in self._masters.items():
+            self._pass_master(key, master)
         return self._fd is not None
+
+    def _pass_master(self, key: int, master: int) -> None:
+        """Best effort: without it, only the pty-name guard is lost, not the warden."""
+        sock = self._sock
+        if sock is None or self._fd is None:
+            return
+        try:
+            socket.send_fds(sock, [f"M {key}".encode()], [master])
+        except OSError as exc:
+            sock.close()
+            self._sock = None
+            log.warning("cannot pass pty masters to the unified_exec warden: %s", exc)
 
     def _launch(self) -> int:
         if not sys.executable or not os.path.exists(_SCRIPT):
             raise OSError(0, f"no interpreter or no {_SCRIPT}")
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # Room for thousands of masters in flight (the warden reads in batches).
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _PIPE_BYTES)
+        except OSError:
+            pass
         try:
             # Room for thousands of registrations: the warden reads in batches.
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
@@ -134,13 +169,18 @@ class Warden:
                 [sys.executable, "-I", "-S", _SCRIPT],
                 {"PATH": os.defpath},
                 "/",
-                (DupFd(read_end), devnull, devnull),
+                (DupFd(read_end), DupFd(theirs.fileno()), devnull),
             )
         except BaseException:
             os.close(write_end)
+            ours.close()
             raise
         finally:
             os.close(read_end)
+            theirs.close()
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = ours
         # The warden forks at once and its parent exits: reap that parent, so the
         # warden is nobody's child and never shows up as ours. In a thread: the
         # interpreter takes a while to start, and nobody needs to wait for it
@@ -175,6 +215,10 @@ class Warden:
             except OSError:
                 pass
         self._fd = None
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
+        self._masters.clear()
         self._failed = False
         self._live.clear()
         self._lock = threading.Lock()

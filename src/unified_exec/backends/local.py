@@ -309,7 +309,7 @@ class LocalPtyBackend:
             raise LaunchError(f"cannot allocate {what} for {path}: {exc.strerror}") from exc
         # Registered before the spawn: a death of ours between spawn and the second
         # registration still leaves the warden the streams to find the child by.
-        key = _warden.before_spawn(fds.links) if self._warden else None
+        key = _warden.before_spawn(fds.links, fds.master) if self._warden else None
         try:
             pid = spawn(path, argv, env, cwd, fds.stdio)
         except BaseException as exc:
