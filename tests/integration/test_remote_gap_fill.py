@@ -59,10 +59,12 @@ class _ServerEnd(_End):
 
 
 @asynccontextmanager
-async def linked(drop: Callable[[dict[str, Any]], bool]) -> AsyncIterator[tuple[Any, _ServerEnd]]:
+async def linked(
+    drop: Callable[[dict[str, Any]], bool], end: type[_ServerEnd] = _ServerEnd
+) -> AsyncIterator[tuple[Any, _ServerEnd]]:
     to_server_send, to_server_recv = trio.open_memory_channel[str](1000)
     to_client_send, to_client_recv = trio.open_memory_channel[str](1000)
-    server_end = _ServerEnd(to_client_send, to_server_recv, drop=drop)
+    server_end = end(to_client_send, to_server_recv, drop=drop)
     client_end = _End(to_server_send, to_client_recv)
     async with ExecServer(ue.LocalPtyBackend(kill_grace=0)) as server, trio.open_nursery() as n:
         n.start_soon(server.serve_connection, server_end)
@@ -104,3 +106,42 @@ async def test_a_lost_exit_is_inferred_from_the_read_result() -> None:
             state = await proc.wait()
     assert len(server_end.dropped) == 1
     assert state == ue.ProcessState(has_exited=True, exit_code=7)
+
+
+_START_KEYS = {"processId", "sandboxType"}  # the answer to process/start
+
+
+class _LateStartAnswer(_ServerEnd):
+    """Also holds the answer to process/start back until the process has closed, so
+    that every notification (gap included) is in before the client's log connects."""
+
+    def __init__(self, *args: Any, drop: Callable[[dict[str, Any]], bool]) -> None:
+        super().__init__(*args, drop=drop)
+        self._held: list[str] = []
+
+    async def send(self, text: str) -> None:
+        message = json.loads(text)
+        result = message.get("result")
+        if isinstance(result, dict) and "processId" in result and set(result) <= _START_KEYS:
+            self._held.append(text)
+            return
+        await super().send(text)
+        if message.get("method") == "process/closed":
+            for held in self._held:
+                await super().send(held)
+            self._held.clear()
+
+
+async def test_a_gap_that_is_there_before_the_log_connects_is_fetched() -> None:
+    """Output 1 lost, then 2, exited and closed arrive before the start answer: the
+    log connects to a stream already held at a gap. wait() alone (nobody iterates)
+    must still see the fetch happen and the process close."""
+    with trio.fail_after(20):
+        async with linked(_output_seq(1), end=_LateStartAnswer) as (backend, server_end):
+            req = ue.ExecRequest(["sh", "-c", "echo one; sleep 0.1; echo two"])
+            async with ue.open_process(backend, req) as proc:
+                state = await proc.wait()
+                chunks = (await proc.read()).chunks
+    assert [m["params"]["seq"] for m in server_end.dropped] == [1]
+    assert state == ue.ProcessState(has_exited=True, exit_code=0)
+    assert [(c.seq, c.data) for c in chunks] == [(1, b"one\n"), (2, b"two\n")]

@@ -167,6 +167,7 @@ class RemoteProcess(RemoteRequests):
         if self._sink is not None and not (self._iterated or self._helper or self._ready):
             taken = self._offer(events)
             if taken == len(events):
+                self._need_helper()  # a gap or a drop may still be waiting for a fetch
                 return
             events = events[taken:]
         self._ready.extend(events)
@@ -205,6 +206,9 @@ class RemoteProcess(RemoteRequests):
             self._ready.clear()
             self._ready_bytes = 0
             self._release(events)
+        # A gap held (or output dropped) before the log connected needs its fetch
+        # too: with a sink alone nobody iterates, so the helper must do it.
+        self._need_helper()
 
     def _need_helper(self) -> None:
         """Start the helper if a sink alone takes events and some work is waiting."""
