@@ -327,3 +327,27 @@ async def test_wss_both_ends_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                 assert data == b"\0" * 2097152 + b"over tls\n"
                 assert (await proc.wait()).exit_code == 0
             nursery.cancel_scope.cancel()
+
+
+async def test_a_flood_of_empty_fragments_reaches_the_size_limit() -> None:
+    """Empty continuation frames cost 6 bytes on the wire and a list entry here: each
+    is charged against max_message_bytes, so a flood of them ends in 1009 too."""
+    with trio.fail_after(HANG_GUARD):
+        channel, raw = await _pair(max_message_bytes=4096)
+        first = bytes((0x01, 0x00))  # a server's text frame: not final, empty
+        more = bytes((0x00, 0x00))  # continuation, not final, empty
+        await raw.send_all(first + more * 1000)
+        assert await channel.receive() is None
+        peer = Connection(ConnectionType.SERVER)
+        closes = await _events(raw, peer, CloseConnection)
+        assert next(e for e in closes if isinstance(e, CloseConnection)).code == 1009
+
+
+async def test_text_is_counted_in_utf8_bytes() -> None:
+    with trio.fail_after(HANG_GUARD):
+        channel, raw = await _pair(max_message_bytes=100)
+        peer = Connection(ConnectionType.SERVER)
+        await raw.send_all(peer.send(Message(data="\u0100" * 60)))  # 60 chars, 120 bytes
+        assert await channel.receive() is None
+        closes = await _events(raw, peer, CloseConnection)
+        assert next(e for e in closes if isinstance(e, CloseConnection)).code == 1009

@@ -71,6 +71,9 @@ def _text_frame(data: bytes, *, masked: bool) -> bytes:
     return head + key + (int.from_bytes(data, "little") ^ mask).to_bytes(n, "little")
 
 
+_FRAGMENT_COST = 64  # charged per continuation fragment against max_message_bytes
+
+
 class WsClosed(trio.BrokenResourceError):
     """The websocket is closed (or broken): nothing more can be sent on it."""
 
@@ -173,7 +176,16 @@ class WsChannel:
             if isinstance(event, TextMessage | BytesMessage):
                 if self.close_reason is not None:
                     continue
-                self._size += len(event.data)
+                data = event.data
+                # Counted as the bytes a message costs us: UTF-8 for text, and an
+                # overhead per fragment, so that a flood of empty continuation
+                # frames (6 bytes on the wire each) reaches the limit too.
+                size = (
+                    len(data)
+                    if isinstance(data, bytes | bytearray) or data.isascii()
+                    else len(data.encode())
+                )
+                self._size += size + (_FRAGMENT_COST if self._parts else 0)
                 if self._size > self._max:
                     self._parts.clear()
                     self._size = 0
@@ -182,7 +194,6 @@ class WsChannel:
                         f"message larger than {self._max} bytes",
                     )
                     continue
-                data = event.data
                 self._parts.append(data if isinstance(data, str) else bytes(data))
                 if event.message_finished:
                     parts = self._parts
