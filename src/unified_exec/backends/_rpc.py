@@ -185,7 +185,13 @@ class RpcClient:
         request forever)."""
         lock = self._send_lock
         if lock.locked():
+            # Queued behind other frames: that wait is not this send's to time out
+            # (each frame ahead has its own bound, and a stuck one loses the link,
+            # which ends this wait too); the deadline starts once the lock is ours.
+            bound = scope.deadline - trio.current_time()
+            scope.deadline = math.inf
             await lock.acquire()
+            scope.deadline = trio.current_time() + bound
         else:  # uncontended: no scheduler pass for the lock (the send has its own)
             await trio.lowlevel.checkpoint_if_cancelled()
             lock.acquire_nowait()
@@ -217,11 +223,11 @@ class RpcClient:
         pending = _Pending()
         self._pending[request_id] = pending
         # One scope for the send (bounded by request_timeout) and the wait (by limit).
-        start = trio.current_time()
         try:
-            with trio.CancelScope(deadline=start + self.request_timeout) as scope:
+            with trio.CancelScope(deadline=trio.current_time() + self.request_timeout) as scope:
                 await self._send(rpc.Request(id=request_id, method=method, params=params), scope)
-                scope.deadline = start + limit if math.isfinite(limit) else math.inf
+                sent = trio.current_time()  # the answer's time counts from here
+                scope.deadline = sent + limit if math.isfinite(limit) else math.inf
                 await pending.done.wait()
         finally:
             self._pending.pop(request_id, None)
