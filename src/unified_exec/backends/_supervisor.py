@@ -128,9 +128,10 @@ class Supervisor:
             self._pidfd = None
         try:
             self._watch = ChildWatch()
-        except BaseException:
+        except BaseException:  # EMFILE: the caller kills the child and closes its fds
             if self._pidfd is not None:
                 os.close(self._pidfd)
+            stdin.close()  # a dup of ours, which the caller does not know of
             raise
         queue.on_room = self._watch.wake
 
@@ -176,9 +177,16 @@ class Supervisor:
             throttled = queue.full
             fds = [] if throttled else reader.live()
             if pidfd is not None:
-                fds.append(pidfd)
                 queue.waiting_for_room = throttled
-                ready = await watch.wait(fds, wakeable=throttled)
+                if throttled:
+                    ready = await watch.wait_alone(pidfd)
+                    if not ready and not queue.full:
+                        # Room again: what filled the pipe meanwhile is there now,
+                        # so read it at once rather than after a pass through epoll.
+                        ready = reader.live()
+                else:
+                    fds.append(pidfd)
+                    ready = await watch.wait(fds)
             else:  # pragma: no cover - kernels before 5.3: look every 50 ms
                 queue.waiting_for_room = throttled
                 deadline = trio.current_time() + _NO_PIDFD_POLL

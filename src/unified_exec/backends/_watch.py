@@ -64,6 +64,22 @@ class ChildWatch:
                 return []
         return [fd for fd, _ in ep.poll(0)]
 
+    async def wait_alone(self, fd: int) -> list[int]:
+        """Wait for ``fd`` only, or for ``wake()``; the epoll's set is left as it is.
+
+        While the queue is full the output fds must not wake us, but the exit must:
+        waiting on the pidfd alone this way, rather than dropping the output fds from
+        the epoll and adding them back when room opens, saves four epoll_ctl calls
+        per throttle cycle (a 256 MiB stream throttles thousands of times).
+        """
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            finally:
+                self._scope = None
+        return [] if scope.cancelled_caught else [fd]
+
     def wake(self) -> None:
         """End a ``wakeable`` wait now (something it does not watch has changed)."""
         if self._scope is not None:
