@@ -76,12 +76,13 @@ class Gone(Exception):
     """The connection can no longer send."""
 
 
-def spawn_guarded(nursery: trio.Nursery, job: Job, what: str) -> None:
+def spawn_guarded(nursery: trio.Nursery, job: Job, what: str) -> bool:
     """Run ``job`` in ``nursery``; no exception of it ever reaches the nursery.
 
     The exception boundary for every background task of the server: a backend whose
     ``terminate()`` raises, a peer that vanished mid-send, a bug in a handler — each
-    is logged, and the server (and the other connections) go on.
+    is logged, and the server (and the other connections) go on. False if the
+    nursery was closing and the job was not started.
     """
 
     async def guarded() -> None:
@@ -94,8 +95,10 @@ def spawn_guarded(nursery: trio.Nursery, job: Job, what: str) -> None:
 
     try:
         nursery.start_soon(guarded, name=f"unified_exec.server {what}")
-    except RuntimeError:  # the nursery is closing: the server is shutting down
+    except RuntimeError:  # the nursery is closing (its connection, or the server)
         log.debug("not started (shutting down): %s", what)
+        return False
+    return True
 
 
 Payload = rpc.Message | Callable[[], rpc.Message]

@@ -325,7 +325,8 @@ class ExecServer:
                 else:  # the connection went first: watch for the end some other way
                     self._watch(session, entry)
 
-        spawn_guarded(state.nursery, push, f"forward {entry.process_id}")
+        if not spawn_guarded(state.nursery, push, f"forward {entry.process_id}"):
+            self._watch(session, entry)  # the connection is closing: still forget it in time
 
     def process_started(self, state: ConnState, session: Session, entry: Entry) -> None:
         """A process/start succeeded: push its events, and forget it in time."""
