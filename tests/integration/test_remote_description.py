@@ -178,3 +178,22 @@ async def test_pool_of_agreeing_members_keeps_their_facts(tmp_path: pathlib.Path
                 assert (await proc.wait()).exit_code == 0
                 res = await proc.read()
                 assert b"".join(c.data for c in res.chunks) == f"{tmp_path}\n".encode()
+
+
+async def test_a_pool_with_a_member_not_connected_names_no_cwd(tmp_path: pathlib.Path) -> None:
+    """A process may land on the member that is not connected yet, whose directory
+    nobody knows: until every member is in, the pool claims no cwd, home or shell
+    (a front door would otherwise send one member's directory to another)."""
+    with trio.fail_after(120):
+        listener = trio.socket.socket()
+        await listener.bind(("127.0.0.25", 0))  # bound, never accepting: not connectable
+        silent = f"ws://127.0.0.25:{listener.getsockname()[1]}"
+        listener.close()
+        async with (
+            served("ours", tmp_path, host="127.0.0.26") as (one, _),
+            ue.PoolBackend.connect([one, silent], wait_for=1, health_interval=0.3) as pool,
+        ):
+            desc = pool.description
+            assert desc.location is ue.Location.POOL
+            assert (desc.cwd, desc.home, desc.shell) == (None, None, None)
+            assert desc.capabilities == OURS_CAPS  # what the connected member can do

@@ -74,14 +74,23 @@ def _agreed(values: list[Any]) -> Any:
     return first if all(v == first for v in values) else None
 
 
-def describe_pool(members: list[BackendDescription]) -> BackendDescription:
+def describe_pool(
+    members: list[BackendDescription], *, complete: bool = True
+) -> BackendDescription:
     """A pool: what its connected members agree on; handles can do what all can do.
 
     A process may land on any member, so only a fact true of every one of them is a
     fact about "where the pool runs it"; capabilities are the intersection.
+    ``complete`` False: some member is not connected (yet), so nothing can be said to
+    hold on every member but the capabilities of those known.
     """
     if not members:
         return BackendDescription(location=Location.POOL)
+    if not complete:
+        return BackendDescription(
+            location=Location.POOL,
+            capabilities=frozenset.intersection(*(d.capabilities for d in members)),
+        )
     env = _agreed([dict(d.default_env) for d in members])
     caps = frozenset.intersection(*(d.capabilities for d in members))
     return BackendDescription(

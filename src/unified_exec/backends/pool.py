@@ -320,10 +320,13 @@ class PoolBackend:
 
     @property
     def description(self) -> BackendDescription:
-        """Location POOL; cwd, home, shell, platform and base env where every connected
-        member agrees (else None / the baseline); capabilities all members share."""
+        """Location POOL; cwd, home, shell, platform and base env where every member
+        agrees (else None / the baseline: also while one is not connected, since a
+        process may land on it); capabilities all connected members share."""
+        members = list(self._members.values())
         return describe_pool(
-            [mm.backend.description for mm in self._members.values() if mm.backend is not None]
+            [mm.backend.description for mm in members if mm.backend is not None],
+            complete=all(mm.backend is not None for mm in members),
         )
 
     @property
