@@ -47,6 +47,10 @@ log = logging.getLogger("unified_exec.remote")
 #: bottleneck on output floods (py-spy: 58% of a busy client); 1 MiB reads took
 #: 256 MiB over ws from 48-69 to 172-219 MiB/s on this 2-core machine.
 _RECEIVE_BYTES = 1 << 20
+#: A stdio read asks for this much while frames come in small bursts: ``os.read`` of
+#: 1 MiB costs ~17 us more than of 64 KiB here (the buffer is mmapped and given back
+#: on every read), as much as a scheduler pass, for a 200-byte answer.
+_SMALL_READ = 1 << 16
 _HANDSHAKE_READ = 16 * 1024
 _REJECT_BODY_MAX = 4096  # of a refusal's body, kept for the error text
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
@@ -288,7 +292,7 @@ class StdioTransport:
     is tried before any wait and a write yields only while the pipe is full, so a
     request costs no scheduler pass on the way out and one on the way in (trio's
     streams took one before each syscall and another to wait); a frame and its newline
-    go in one ``writev``, and a read takes up to 1 MiB.
+    go in one ``writev``, and a read takes up to 1 MiB while a flood lasts.
     """
 
     def __init__(self, proc: trio.Process, max_message_bytes: int) -> None:
@@ -297,6 +301,7 @@ class StdioTransport:
         self._reader = FdReader(_take_fd(proc.stdout))
         self._decoder = rpc.NdjsonDecoder(max_message_bytes)
         self._ready: deque[bytes] = deque()
+        self._read_size = _SMALL_READ
         self.stderr_tail: deque[str] = deque(maxlen=_STDERR_LINES)
 
     async def send(self, text: str) -> None:
@@ -306,7 +311,9 @@ class StdioTransport:
 
     async def receive(self) -> str | bytes | None:
         while not self._ready:
-            data = await self._reader.receive_some(_RECEIVE_BYTES)
+            data = await self._reader.receive_some(self._read_size)
+            # A flood (a read half as big as the small size) is read 1 MiB at a time.
+            self._read_size = _RECEIVE_BYTES if len(data) > _SMALL_READ // 2 else _SMALL_READ
             if not data:
                 # Say why, if the server died: its exit code and last stderr lines.
                 with trio.move_on_after(1):
