@@ -2,7 +2,10 @@
 
 One write at a time (a lock), so concurrent writers never interleave their bytes.
 A write blocked on a full pipe must not outlive the process: exit, terminate and
-close_stdin cancel it, and it answers STDIN_CLOSED rather than hanging.
+close_stdin cancel it, and it answers STDIN_CLOSED rather than hanging. A
+cancelled caller writes nothing; a write the kernel took whole is never reported
+cancelled; a caller cancelled while its write waits for room (a child that does
+not read) gets Cancelled there, with what the pipe took so far written.
 """
 
 from __future__ import annotations
@@ -15,20 +18,24 @@ from .._events import WriteStatus
 
 __all__ = ["StdinWriter"]
 
+# A write the kernel takes at once returns without a scheduler pass (a pass costs
+# ~20 µs here, as much as the write itself); every this-many such writes one does
+# take a pass, so a loop that only writes cannot starve the other tasks.
+_PASS_EVERY = 16
+
 
 class StdinWriter:
-    # The FdStream and the lock are made on the first write that has to wait: most
-    # writes never do, and an idle session is then ~1 KiB smaller.
-    __slots__ = ("_fd", "_lock", "_scopes", "_stream", "shut")
+    # The lock is made on the first write that has to wait: most writes never do.
+    __slots__ = ("_fd", "_lock", "_scopes", "_unscheduled", "shut")
 
     def __init__(self, fd: int | None) -> None:
         """``fd``: ours to own (closed by close()), or None for a child without stdin."""
         if fd is not None:
             os.set_blocking(fd, False)
         self._fd = fd
-        self._stream: trio.lowlevel.FdStream | None = None
         self._lock: trio.Lock | None = None
         self._scopes: set[trio.CancelScope] | None = None
+        self._unscheduled = 0  # writes since the last scheduler pass
         self.shut = False  # set at exit or terminate: every write answers STDIN_CLOSED
 
     async def write(self, data: bytes) -> WriteStatus:
@@ -38,45 +45,63 @@ class StdinWriter:
         if not data:
             await trio.lowlevel.checkpoint()
             return WriteStatus.ACCEPTED
-        if self._lock is None or not self._lock.locked():
-            # The usual case, nobody else writing: one non-blocking write, and one
-            # schedule point after it instead of the lock's and send_all's two. A
-            # cancelled caller writes nothing; once written, it is not cancelled.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            sent = self._write_now(fd, data)
-            if sent < 0 or sent == len(data):
+        if self._lock is not None and self._lock.locked():
+            return await self._write_locked(fd, data, written=False)
+        # The usual case, nobody else writing: one non-blocking write. A cancelled
+        # caller writes nothing; once written, it is not cancelled.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        sent = self._write_now(fd, data)
+        if sent < 0 or sent == len(data):
+            self._unscheduled += 1
+            if self._unscheduled >= _PASS_EVERY:
+                self._unscheduled = 0
                 await trio.lowlevel.cancel_shielded_checkpoint()
-                return WriteStatus.STDIN_CLOSED if sent < 0 else WriteStatus.ACCEPTED
-            # A full pipe: the rest waits in the lock's queue (nothing ran since the
-            # write, so nobody can take the lock before us and interleave).
-            data = data[sent:]
-        return await self._write_locked(fd, data)
+            return WriteStatus.STDIN_CLOSED if sent < 0 else WriteStatus.ACCEPTED
+        # A full pipe: the rest is written under the lock (nothing ran since the
+        # write, so nobody else holds it or waits for it, and nobody interleaves).
+        return await self._write_locked(fd, data[sent:], written=sent > 0)
 
-    async def _write_locked(self, fd: int, data: bytes) -> WriteStatus:
+    async def _write_locked(self, fd: int, rest: bytes, *, written: bool) -> WriteStatus:
+        self._unscheduled = 0  # this way nearly always waits
         if self._lock is None:
             self._lock = trio.Lock()
-        async with self._lock:
+        lock = self._lock
+        if written:
+            # Not acquire(): its checkpoint could raise Cancelled before the rest
+            # was even tried, with the first part written and the rest dropped.
+            lock.acquire_nowait()
+        else:
+            await lock.acquire()
+        try:
             if self.shut or self._fd != fd:  # closed (send_eof) while we queued
                 return WriteStatus.STDIN_CLOSED
-            if self._stream is None:
-                self._stream = trio.lowlevel.FdStream(fd)
             if self._scopes is None:
                 self._scopes = set()
             scopes = self._scopes
+            data = memoryview(rest)
             with trio.CancelScope() as scope:
                 scopes.add(scope)
                 try:
-                    await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    while True:
+                        sent = self._write_now(fd, data)
+                        if sent < 0:
+                            return WriteStatus.STDIN_CLOSED
+                        data = data[sent:]
+                        if not data:
+                            break
+                        await trio.lowlevel.wait_writable(fd)
+                except trio.ClosedResourceError:  # send_eof closed the fd
                     return WriteStatus.STDIN_CLOSED
                 finally:
                     scopes.discard(scope)
             if scope.cancelled_caught:
                 return WriteStatus.STDIN_CLOSED
-        return WriteStatus.ACCEPTED
+            return WriteStatus.ACCEPTED
+        finally:
+            lock.release()
 
     @staticmethod
-    def _write_now(fd: int, data: bytes) -> int:
+    def _write_now(fd: int, data: bytes | memoryview) -> int:
         """Bytes written without waiting (0 if the pipe is full), -1 if it is broken."""
         try:
             return os.write(fd, data)
@@ -98,25 +123,24 @@ class StdinWriter:
         """Close our end: the child reads EOF once the pipe drains."""
         fd = self._fd
         if fd is not None:
-            self._fd = None
+            self._fd = None  # a writer queued on the lock sees it and answers closed
             self._cancel_pending()
-            stream, self._stream = self._stream, None
-            if stream is None:
-                os.close(fd)  # no stream, so no writer waits on it
-            else:
-                assert self._lock is not None  # made before the stream
-                async with self._lock:
-                    await stream.aclose()
+            self._close_fd(fd)
         await trio.lowlevel.checkpoint()
+
+    def _close_fd(self, fd: int) -> None:
+        if self._lock is not None:  # a writer may wait on the fd: it must wake first
+            try:
+                trio.lowlevel.notify_closing(fd)
+            except RuntimeError:  # outside the run: nobody can be waiting
+                pass
+        os.close(fd)
 
     def close(self) -> None:
         """Synchronous, for teardown."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()
-        elif self._fd is not None:
-            os.close(self._fd)
-        self._fd = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self._close_fd(fd)
 
 
 def dup_for_writing(master: int | None, stdin: int | None) -> int | None:
