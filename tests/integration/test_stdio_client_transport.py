@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from unified_exec import TransportLostError
+import unified_exec as ue
 from unified_exec.backends._remote_transports import StdioTransport
 
 MiB = 1 << 20
@@ -125,7 +125,7 @@ async def test_a_crash_is_a_transport_loss_naming_the_code_and_stderr() -> None:
     with trio.fail_after(30):
         async with transport() as link:
             await link.send("die 3")
-            with pytest.raises(TransportLostError, match="code 3: server went wrong"):
+            with pytest.raises(ue.TransportLostError, match="code 3: server went wrong"):
                 await link.receive()
 
 
@@ -165,3 +165,29 @@ def test_fdpipe_stays_nonblocking_after_trio_gives_the_fd_up() -> None:
                 assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
 
     trio.run(main)
+
+
+def _running_with(arg: str) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if arg.encode() in f.read().split(b"\0"):
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+async def test_our_server_ends_its_children_when_the_client_leaves() -> None:
+    """connect_stdio's exit closes the pipe (EOF): the server, with codex's
+    ``--exit-on-stdin-close`` too, terminates its children and exits; none survive."""
+    naptime = f"3000.{int.from_bytes(os.urandom(4), 'big')}"  # a unique argv to find
+    serve = [sys.executable, "-m", "unified_exec", "serve", "--listen", "stdio"]
+    with trio.fail_after(60):
+        async with ue.RemoteExecBackend.connect_stdio([*serve, "--exit-on-stdin-close"]) as backend:
+            await backend.start(ue.ExecRequest(["sleep", naptime]))
+            while not _running_with(naptime):
+                await trio.sleep(0.01)
+        while _running_with(naptime):  # the server's terminate reaps it
+            await trio.sleep(0.01)
