@@ -29,20 +29,31 @@ async def test_parts_arrive_whole_and_in_order_through_a_full_pipe() -> None:
     assert bytes(got) == b"".join(f + b"\n" for f in frames)
 
 
+class _Steps(trio.abc.Instrument):
+    """Counts the scheduler steps of one task (trio runs a batch of runnable tasks in
+    a random order, so "another task ran meanwhile" is no deterministic probe)."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
 async def test_a_read_with_data_waiting_still_yields_once() -> None:
     r, w = os.pipe()
     os.write(w, b"x" * 10)
     reader = FdReader(r)
-    ran = 0
-
-    async def other() -> None:
-        nonlocal ran
-        ran += 1
-
-    async with reader, trio.open_nursery() as nursery:
-        nursery.start_soon(other)
-        assert await reader.receive_some(4) == b"xxxx"
-        assert ran == 1  # the read was a schedule point
+    steps = _Steps(trio.lowlevel.current_task())
+    async with reader:
+        trio.lowlevel.add_instrument(steps)
+        try:
+            assert await reader.receive_some(4) == b"xxxx"
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+    assert steps.steps == 1  # the read was a schedule point: one pass, no more
     os.close(w)
 
 
