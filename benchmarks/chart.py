@@ -152,7 +152,7 @@ def markdown(rows: list[Row], machine: dict[str, Any] | None) -> str:
         lines.append("")
         lines.append(
             f"Machine: {machine.get('cpu_model')}, {machine.get('cpu_count')} cores (shared, "
-            f"loaded: load average {machine.get('loadavg_at_start', ['?'])[0]:.2f} at start), "
+            f"load average {machine.get('loadavg_at_start', ['?'])[0]:.2f} at start), "
             f"{machine.get('platform')}."
         )
     return "\n".join(lines) + "\n"
