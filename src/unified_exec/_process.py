@@ -8,15 +8,12 @@ process lets it be collected, and collection terminates it.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import math
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Final
+from typing import Final
 
 import attrs
 import trio
@@ -32,6 +29,7 @@ from ._events import (
     WriteStatus,
 )
 from ._log import EventLog, EvictedSeqs
+from ._readwait import checkpoint, park_until, ready_checkpoint
 from ._request import ExecRequest
 from ._state import ProcessState
 from ._validate import check_duration, check_size
@@ -355,14 +353,14 @@ class UnifiedExecProcess:
                 # The child is often a few µs from answering (a PTY echoes from a
                 # kernel worker): one pass and a second look before parking, which
                 # is a sleep in epoll and a wake-up through the supervisor's task.
-                await _checkpoint()
+                await checkpoint()
                 poll()
                 if log.has_news(after_seq):
                     return  # that pass was this read's checkpoint
         if log.has_news(after_seq):
-            await _ready_checkpoint()
+            await ready_checkpoint()
         else:
-            await _park_until_news(self._shared, after_seq, wait)
+            await park_until(self._shared.changed, lambda: log.has_news(after_seq), wait)
 
     def events(self, *, after_seq: int = 0) -> EventStream:
         """Every event after ``after_seq`` in seq order, ending after Closed or Failed.
@@ -496,113 +494,6 @@ class EventStream:
                 self._trio_token.run_sync_soon(self._finish)
             except Exception:  # the run is over: nothing is waiting on the cursor
                 pass
-
-
-# A read whose answer is already there returns without a scheduler pass (a pass
-# costs ~20 µs here, as much as the read); every this-many such reads one does
-# take a pass, so a loop that only reads cannot starve the other tasks.
-_PASS_EVERY = 16
-_unscheduled = 0  # reads since the last pass, in any run (only a fairness count)
-
-
-async def _ready_checkpoint() -> None:
-    """The checkpoint of a read that has its answer: cancellation, rarely a pass."""
-    global _unscheduled
-    _unscheduled += 1
-    if _unscheduled >= _PASS_EVERY:
-        await _checkpoint()
-    else:
-        await trio.lowlevel.checkpoint_if_cancelled()
-
-
-async def _checkpoint() -> None:
-    global _unscheduled
-    _unscheduled = 0
-    await trio.lowlevel.checkpoint()
-
-
-async def _park_until_news(shared: _Shared, after_seq: int, wait: float) -> None:
-    """Park on ``shared.changed`` until news or ``wait`` seconds pass.
-
-    No cancel scope of its own (move_on_after costs ~8 µs to open and close, and
-    its deadline makes each pass dearer): the run's ReadTimer wakes the lot when the
-    deadline passes. Parking is the checkpoint: a cancelled caller is cancelled.
-    """
-    global _unscheduled
-    _unscheduled = 0
-    if math.isinf(wait):
-        while not shared.log.has_news(after_seq):
-            await shared.changed.park()
-        return
-    deadline = trio.current_time() + wait
-    timer = ReadTimer.current()
-    entry = timer.add(deadline, shared.changed)
-    try:
-        while True:
-            await shared.changed.park()
-            if shared.log.has_news(after_seq) or trio.current_time() >= deadline:
-                return
-    finally:
-        timer.discard(entry)
-
-
-class ReadTimer:
-    """Wakes the readers whose wait ran out: one system task per trio run, asleep
-    until the earliest deadline (moved only when an earlier one comes)."""
-
-    __slots__ = ("_heap", "_live", "_order", "_scope")
-    _VAR: Final = trio.lowlevel.RunVar["ReadTimer"]("unified_exec read timer")
-
-    def __init__(self) -> None:
-        # [deadline, order, lot]: the lot is None once its reader has gone.
-        self._heap: list[list[Any]] = []
-        self._live = 0
-        self._order = itertools.count()
-        self._scope: trio.CancelScope | None = None
-
-    @classmethod
-    def current(cls) -> ReadTimer:
-        try:
-            return cls._VAR.get()
-        except LookupError:
-            timer = cls()
-            cls._VAR.set(timer)
-            trio.lowlevel.spawn_system_task(timer._run, name="unified_exec read timer")
-            return timer
-
-    def add(self, deadline: float, lot: trio.lowlevel.ParkingLot) -> list[Any]:
-        entry = [deadline, next(self._order), lot]
-        heapq.heappush(self._heap, entry)
-        self._live += 1
-        if self._scope is not None and deadline < self._scope.deadline:
-            self._scope.deadline = deadline
-        return entry
-
-    def discard(self, entry: list[Any]) -> None:
-        if entry[2] is not None:
-            entry[2] = None
-            self._live -= 1
-            heap = self._heap
-            if len(heap) > 64 and len(heap) > 2 * self._live:  # drop the gone ones
-                self._heap = [e for e in heap if e[2] is not None]
-                heapq.heapify(self._heap)
-
-    async def _run(self) -> None:
-        while True:
-            heap = self._heap
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
-                self._scope = scope
-                await trio.sleep_forever()
-            self._scope = None
-            now = trio.current_time()
-            heap = self._heap
-            while heap and (heap[0][0] <= now or heap[0][2] is None):
-                entry = heapq.heappop(heap)
-                lot = entry[2]
-                if lot is not None:
-                    entry[2] = None
-                    self._live -= 1
-                    lot.unpark_all()
 
 
 async def _terminate_quietly(handle: ProcessHandle) -> None:

@@ -63,6 +63,7 @@ FLOOR_OF: dict[str, str] = {
     "_version": "pure",
     "backends": "backends",
     "_process": "process",
+    "_readwait": "process",
     "tools": "tools",
     "testing": "testing",
     "sync": "front doors",
