@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -304,27 +303,27 @@ def test_a_pty_name_freed_by_the_owners_death_is_not_a_target(mark: str) -> None
             out = b""
             while b"\\n" not in out:
                 out += b"".join(c.data for c in (await proc.read(wait=5)).chunks)
-            print("ready", out.split()[0].decode(), flush=True)
+            print("ready", out.split()[0].decode(), warden_pid(), flush=True)
             await trio.sleep(1000)
         trio.run(main)
         """,
         mark,
     )
-    name = line.split()[1]
+    _, name, warden = line.split()
     assert name.startswith("/dev/pts/"), line
     # A stranger (no warden of ours) takes that name as soon as it is free.
     stranger = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            import os, time
+            import os, signal, time
             deadline = time.monotonic() + {_BOUND}
             while os.path.exists({name!r}) and time.monotonic() < deadline:
-                time.sleep(0.001)  # the name is free once nobody holds that pty
+                time.sleep(0.001)  # no event says a pty name is free: look again
             held = []  # ptys come lowest number first: the few below it, then it
             while len(held) < 256 and time.monotonic() < deadline:
                 master, slave = os.openpty()
                 if os.ttyname(slave) == {name!r}:
                     print("got", flush=True)
-                    time.sleep(1000)
+                    signal.pause()  # hold it until killed
                 held.append((master, slave))
             print("never", flush=True)
         """)],
@@ -337,7 +336,8 @@ def test_a_pty_name_freed_by_the_owners_death_is_not_a_target(mark: str) -> None
         assert stranger.stdout is not None
         assert stranger.stdout.readline() == "got\n"
         assert wait_for(lambda: not marked(mark), _BOUND), marked(mark)
-        time.sleep(1.5)  # longer than the warden's kill rounds
+        # The warden is done (its kill rounds over) once it has exited.
+        assert wait_for(lambda: not os.path.exists(f"/proc/{warden}"), _BOUND), warden
         assert stranger.poll() is None, f"the warden killed the new holder of {name}"
     finally:
         stranger.kill()
