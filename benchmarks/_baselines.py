@@ -6,6 +6,7 @@ checks the work was really done (exit codes, byte counts), never the timings.
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import subprocess
@@ -26,6 +27,7 @@ __all__ = [
     "spawn_subprocess_run",
     "spawn_trio_run_process",
     "throughput_pipe_mib_s",
+    "throughput_pipe_retaining_mib_s",
     "throughput_pty_mib_s",
     "timed_loop_ms",
 ]
@@ -159,6 +161,34 @@ def throughput_pipe_mib_s(nbytes: int) -> float:
     elapsed = time.perf_counter() - t0
     _check_exit("head (pipe)", code)
     _check_bytes("pipe os.read", total, nbytes)
+    return nbytes / MIB / elapsed
+
+
+def throughput_pipe_retaining_mib_s(nbytes: int, keep_bytes: int) -> float:
+    """The pipe loop above, keeping the newest ``keep_bytes`` of chunks alive.
+
+    A reference, not a target's baseline: our log retains the newest output (1 MiB
+    by default, plus the 512 KiB queue), so each read copies into memory that is
+    not in the cache any more. This shows what that alone costs raw os.read.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(_head_argv(nbytes), stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    total = 0
+    kept: collections.deque[bytes] = collections.deque()
+    kept_bytes = 0
+    while data := os.read(fd, READ_SIZE):
+        total += len(data)
+        kept.append(data)
+        kept_bytes += len(data)
+        while kept_bytes > keep_bytes:
+            kept_bytes -= len(kept.popleft())
+    proc.stdout.close()
+    code = proc.wait()
+    elapsed = time.perf_counter() - t0
+    _check_exit("head (pipe, retaining)", code)
+    _check_bytes("pipe os.read, retaining", total, nbytes)
     return nbytes / MIB / elapsed
 
 

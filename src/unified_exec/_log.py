@@ -260,10 +260,15 @@ class EventLog:
         self, cursor: int
     ) -> OutputEvent | ExitedEvent | ClosedEvent | FailedEvent | LostEvent | None:
         """The event a sequential reader that has seen up to ``cursor`` gets next."""
-        candidates: list[OutputEvent | ExitedEvent | ClosedEvent] = []
         i = bisect.bisect_right(self._seqs, cursor, lo=self._head)
-        if i < len(self._out):
-            candidates.append(self._out[i])
+        out = self._out
+        if i < len(out):
+            first = out[i]
+            if first.seq == cursor + 1:  # the common case: the very next seq is output
+                return first
+            candidates: list[OutputEvent | ExitedEvent | ClosedEvent] = [first]
+        else:
+            candidates = []
         if self.exited is not None and self.exited.seq > cursor:
             candidates.append(self.exited)
         if self.closed is not None and self.closed.seq > cursor:

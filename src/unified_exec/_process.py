@@ -77,7 +77,7 @@ class ReadResult:
 class _Shared:
     """What the pump and the readers share."""
 
-    __slots__ = ("_direct", "_progress", "_pumping", "changed", "log", "unthrottled")
+    __slots__ = ("_direct", "_need", "_progress", "_pumping", "changed", "log", "unthrottled")
 
     def __init__(self, retention_bytes: int) -> None:
         self.log = EventLog(retention_bytes)
@@ -90,6 +90,7 @@ class _Shared:
         self.unthrottled = False
         self._pumping = False  # a pump task runs (or has run)
         self._direct: tuple[str, DirectEvents] | None = None  # (process id, events)
+        self._need = 0  # the room a held-back pump waits for (see progressed())
 
     def unthrottle(self) -> None:
         self.log.pin_unseen = True
@@ -97,9 +98,14 @@ class _Shared:
         self.progressed()
 
     def progressed(self) -> None:
-        """An active reader moved on (or went): a held-back pump looks again."""
-        if self._progress is not None:
-            self._progress.unpark_all()
+        """An active reader moved on (or went): a held-back pump looks again, once
+        there is room for its event and half the retention more. Waking it for every
+        chunk a reader takes would cost a pass per chunk on each side; this way the
+        pump appends a batch per wake-up, and the reader still has half the
+        retention to read meanwhile."""
+        lot = self._progress
+        if lot and (self.unthrottled or not self.log.would_evict_unseen(self._need)):
+            lot.unpark_all()
 
     async def _wait_progress(self) -> None:
         if self._progress is None:  # made on first use: most processes never wait
@@ -167,6 +173,7 @@ class _Shared:
             async for event in events:
                 if isinstance(event, OutputEvent):
                     while not self.unthrottled and self.log.would_evict_unseen(len(event.data)):
+                        self._need = len(event.data) + self.log.retention_bytes // 2
                         await self._wait_progress()
                 self.append(event)
                 if self.log.terminal:
@@ -459,8 +466,7 @@ class EventStream:
             await self._shared.changed.park()
             parked = True
             event = log.next_event(self._cursor)
-        if not parked:
-            await trio.lowlevel.checkpoint()
+        if not parked and await ready_checkpoint():
             # Ask again: retention may have moved on meanwhile (never to None).
             event = log.next_event(self._cursor) or event
         if isinstance(event, FailedEvent | ClosedEvent):

@@ -25,14 +25,18 @@ _PASS_EVERY = 16
 _unscheduled = 0  # reads since the last pass, in any run (only a fairness count)
 
 
-async def ready_checkpoint() -> None:
-    """The checkpoint of a read that has its answer: cancellation, rarely a pass."""
+async def ready_checkpoint() -> bool:
+    """The checkpoint of a read that has its answer: cancellation, rarely a pass.
+
+    True when it took a pass: other tasks ran, so the answer may have changed.
+    """
     global _unscheduled
     _unscheduled += 1
     if _unscheduled >= _PASS_EVERY:
         await checkpoint()
-    else:
-        await trio.lowlevel.checkpoint_if_cancelled()
+        return True
+    await trio.lowlevel.checkpoint_if_cancelled()
+    return False
 
 
 async def checkpoint() -> None:

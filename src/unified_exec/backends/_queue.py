@@ -117,7 +117,9 @@ class EventQueue:
         event = self._items.popleft()
         if type(event) is OutputEvent:
             self._bytes -= len(event.data)
-            if self.waiting_for_room and not self.full:
+            # A throttled producer is woken once half the queue is free, not at the
+            # first byte of room: it then reads a batch per wake-up, not a chunk.
+            if self.waiting_for_room and self._bytes <= self._capacity // 2:
                 self._room_opened()
         return event
 
