@@ -40,7 +40,7 @@ def _normal(message: rpc.Message) -> Any:
     return message
 
 
-def _same(frame: bytes, max_values: int = 1000) -> None:
+def _answers(frame: str | bytes, max_values: int) -> tuple[Any, Any]:
     try:
         want: Any = _normal(rpc.decode(frame, max_values=max_values))
     except rpc.MessageError as exc:
@@ -49,7 +49,20 @@ def _same(frame: bytes, max_values: int = 1000) -> None:
         got: Any = _normal(rpc.decode_frame(frame, max_values=max_values))
     except rpc.MessageError as exc:
         got = ("refused", str(exc))
+    return got, want
+
+
+def _same(frame: bytes, max_values: int = 1000) -> None:
+    """The same answer both ways, for the frame as bytes (an ndjson line) and, where
+    it is UTF-8, as text (a websocket text message)."""
+    got, want = _answers(frame, max_values)
     assert got == want
+    try:
+        text = frame.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    got, want_text = _answers(text, max_values)
+    assert got == want_text
 
 
 def test_a_big_output_chunk_comes_back_decoded() -> None:
@@ -60,6 +73,15 @@ def test_a_big_output_chunk_comes_back_decoded() -> None:
     request = rpc.decode_frame(_write())
     assert isinstance(request, rpc.Request)
     assert m.structure(request.params, m.WriteParams).chunk == DATA
+
+
+def test_a_text_frame_takes_the_fast_path_too() -> None:
+    """A websocket text message is a str: its chunk comes back as bytes as well, so
+    the structure hook need not base64-decode it again."""
+    message = rpc.decode_frame(_output().decode())
+    assert isinstance(message, rpc.Notification)
+    assert type(message.params["chunk"]) is bytes
+    assert message.params["chunk"] == DATA
 
 
 MUTATIONS = [

@@ -190,6 +190,8 @@ def decode(text: str | bytes, *, max_values: int = DEFAULT_LIMITS.max_json_value
 # notification, a process/write request), decoded straight from the frame's bytes.
 _CHUNK_KEY = b'"chunk":"'
 _PLACEHOLDER = b"\\u0000"  # JSON for U+0000: stands in for the chunk while the rest is decoded
+_CHUNK_KEY_TEXT = _CHUNK_KEY.decode()
+_PLACEHOLDER_TEXT = _PLACEHOLDER.decode()
 _BASE64_STRING = msgspec.json.Decoder(bytes)
 _FAST_FROM = 4096  # bytes; below this the standard decode costs little
 
@@ -209,14 +211,18 @@ def decode_frame(
     value count), and it can be told from every other string, since the fast path
     takes only frames without a backslash (no escapes: the chunk's string ends at the
     next quote, and no string of the frame's own can be U+0000). Whatever it cannot
-    vouch for goes the standard way.
+    vouch for goes the standard way. A frame may be bytes (an ndjson line) or text
+    (a websocket text message, already UTF-8 decoded): the same rules for both.
     """
     found = _big_chunk(frame)
     if found is not None:
         start, end, chunk = found
-        assert isinstance(frame, bytes)
+        if isinstance(frame, bytes):
+            rest: str | bytes = frame[:start] + _PLACEHOLDER + frame[end:]
+        else:
+            rest = frame[:start] + _PLACEHOLDER_TEXT + frame[end:]
         try:
-            message = decode(frame[:start] + _PLACEHOLDER + frame[end:], max_values=max_values)
+            message = decode(rest, max_values=max_values)
         except MessageError:
             message = None  # the standard way says what is wrong, in its own words
         params = getattr(message, "params", None)
@@ -229,18 +235,32 @@ def decode_frame(
 def _big_chunk(frame: str | bytes) -> tuple[int, int, bytes] | None:
     """Where the text of a big frame's ``"chunk"`` string starts and ends, and its
     bytes; None unless the fast path can vouch for it."""
-    if not isinstance(frame, bytes) or len(frame) < _FAST_FROM:
+    if len(frame) < _FAST_FROM:
         return None
-    at = frame.find(_CHUNK_KEY, 0, 512)
-    # Only a key right after "{" or ",": the quote opens the key "chunk" itself.
-    if at <= 0 or frame[at - 1] not in b"{," or frame.find(b'"method":', 0, 64) < 0:
-        return None
-    start = at + len(_CHUNK_KEY)
-    end = frame.find(b'"', start)
-    if end < 0 or frame.find(b"\\") >= 0:  # one memchr each
+    piece: str | memoryview
+    if isinstance(frame, bytes):
+        at = frame.find(_CHUNK_KEY, 0, 512)
+        # Only a key right after "{" or ",": the quote opens the key "chunk" itself.
+        if at <= 0 or frame[at - 1] not in b"{," or frame.find(b'"method":', 0, 64) < 0:
+            return None
+        start = at + len(_CHUNK_KEY)
+        end = frame.find(b'"', start)
+        if end < 0 or frame.find(b"\\") >= 0:  # one memchr each
+            return None
+        piece = memoryview(frame)[start - 1 : end + 1]
+    elif isinstance(frame, str):
+        at = frame.find(_CHUNK_KEY_TEXT, 0, 512)
+        if at <= 0 or frame[at - 1] not in "{," or frame.find('"method":', 0, 64) < 0:
+            return None
+        start = at + len(_CHUNK_KEY_TEXT)
+        end = frame.find('"', start)
+        if end < 0 or frame.find("\\") >= 0:
+            return None
+        piece = frame[start - 1 : end + 1]
+    else:
         return None
     try:
-        return start, end, _BASE64_STRING.decode(memoryview(frame)[start - 1 : end + 1])
+        return start, end, _BASE64_STRING.decode(piece)
     except msgspec.DecodeError:  # not valid base64
         return None
 
