@@ -237,32 +237,38 @@ def _big_chunk(frame: str | bytes) -> tuple[int, int, bytes] | None:
     bytes; None unless the fast path can vouch for it."""
     if len(frame) < _FAST_FROM:
         return None
-    piece: str | memoryview
-    if isinstance(frame, bytes):
-        at = frame.find(_CHUNK_KEY, 0, 512)
-        # Only a key right after "{" or ",": the quote opens the key "chunk" itself.
-        if at <= 0 or frame[at - 1] not in b"{," or frame.find(b'"method":', 0, 64) < 0:
-            return None
-        start = at + len(_CHUNK_KEY)
-        end = frame.find(b'"', start)
-        if end < 0 or frame.find(b"\\") >= 0:  # one memchr each
-            return None
-        piece = memoryview(frame)[start - 1 : end + 1]
-    elif isinstance(frame, str):
-        at = frame.find(_CHUNK_KEY_TEXT, 0, 512)
-        if at <= 0 or frame[at - 1] not in "{," or frame.find('"method":', 0, 64) < 0:
-            return None
-        start = at + len(_CHUNK_KEY_TEXT)
-        end = frame.find('"', start)
-        if end < 0 or frame.find("\\") >= 0:
-            return None
-        piece = frame[start - 1 : end + 1]
-    else:
+    found = _locate_bytes(frame) if isinstance(frame, bytes) else _locate_text(frame)
+    if found is None:
         return None
+    start, end, piece = found
     try:
         return start, end, _BASE64_STRING.decode(piece)
     except msgspec.DecodeError:  # not valid base64
         return None
+
+
+def _locate_bytes(frame: bytes) -> tuple[int, int, memoryview] | None:
+    at = frame.find(_CHUNK_KEY, 0, 512)
+    # Only a key right after "{" or ",": the quote opens the key "chunk" itself.
+    if at <= 0 or frame[at - 1] not in b"{," or frame.find(b'"method":', 0, 64) < 0:
+        return None
+    start = at + len(_CHUNK_KEY)
+    end = frame.find(b'"', start)
+    if end < 0 or frame.find(b"\\") >= 0:  # one memchr each
+        return None
+    return start, end, memoryview(frame)[start - 1 : end + 1]
+
+
+def _locate_text(frame: str) -> tuple[int, int, str] | None:
+    """As _locate_bytes, on a frame that is text already (a websocket message)."""
+    at = frame.find(_CHUNK_KEY_TEXT, 0, 512)
+    if at <= 0 or frame[at - 1] not in "{," or frame.find('"method":', 0, 64) < 0:
+        return None
+    start = at + len(_CHUNK_KEY_TEXT)
+    end = frame.find('"', start)
+    if end < 0 or frame.find("\\") >= 0:
+        return None
+    return start, end, frame[start - 1 : end + 1]
 
 
 def to_wire(message: Message) -> dict[str, Any]:
