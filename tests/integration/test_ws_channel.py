@@ -351,3 +351,35 @@ async def test_text_is_counted_in_utf8_bytes() -> None:
         assert await channel.receive() is None
         closes = await _events(raw, peer, CloseConnection)
         assert next(e for e in closes if isinstance(e, CloseConnection)).code == 1009
+
+
+async def test_adaptive_reads_grow_for_a_flood_and_shrink_after_it() -> None:
+    """With small_receive_bytes, a read asks for little until one comes back more
+    than half full, then for receive_bytes; every message arrives whole either way."""
+    with trio.fail_after(HANG_GUARD):
+        a, b = trio.socket.socketpair()
+        channel = WsChannel(
+            trio.SocketStream(a), Connection(ConnectionType.CLIENT),
+            max_message_bytes=8 << 20, receive_bytes=1 << 20, small_receive_bytes=4096,
+        )  # fmt: skip
+        raw = trio.SocketStream(b)
+        peer = Connection(ConnectionType.SERVER)
+        asked: list[int] = []
+        receive_some = channel._stream.receive_some
+
+        async def spy(max_bytes: int | None = None) -> bytes | bytearray:
+            asked.append(max_bytes or 0)
+            return await receive_some(max_bytes)
+
+        channel._stream.receive_some = spy  # type: ignore[method-assign]
+        big = "x" * (3 << 20)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(raw.send_all, peer.send(Message(data=big)))
+            assert await channel.receive() == big
+        assert asked[0] == 4096
+        assert 1 << 20 in asked  # the flood was read in big pieces
+        await raw.send_all(peer.send(Message(data="small")))
+        assert await channel.receive() == "small"
+        await raw.send_all(peer.send(Message(data="again")))
+        assert await channel.receive() == "again"
+        assert asked[-1] == 4096  # a small read brought the size back down

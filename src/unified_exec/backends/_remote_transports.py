@@ -256,10 +256,19 @@ async def open_websocket(
         if tcp is not None:
             await trio.aclose_forcefully(tcp)
         raise TransportLostError(f"cannot connect to exec-server {target.url}: {exc!r}") from exc
-    # Sends and receives stay checkpoints, as trio's streams are: RpcClient counts on
-    # that to take its send lock (and to hand frames out) without passes of its own.
+    # A receive stays a checkpoint, as trio's streams are: RpcClient counts on that
+    # to hand frames out without passes of its own. A send the kernel takes at once
+    # is written without a pass (eager_send), as the stdio transport's is: every
+    # request then waits for its answer, which is its pass. Reads start at 64 KiB
+    # and grow to 1 MiB only while frames come in floods (a 1 MiB read of a 200-byte
+    # answer costs an mmap and its unmapping, ~17 us here).
     channel = WsChannel(
-        stream, conn, max_message_bytes=max_message_size, receive_bytes=_RECEIVE_BYTES
+        stream,
+        conn,
+        max_message_bytes=max_message_size,
+        receive_bytes=_RECEIVE_BYTES,
+        small_receive_bytes=_SMALL_READ,
+        eager_send=True,
     )
     try:
         # As before (a nursery of trio-websocket's was here): what the caller's block

@@ -88,6 +88,7 @@ class WsChannel:
         *,
         max_message_bytes: int,
         receive_bytes: int,
+        small_receive_bytes: int | None = None,
         eager_send: bool = False,
         checkpoint_buffered: bool = True,
     ) -> None:
@@ -103,7 +104,12 @@ class WsChannel:
         self._ws = conn
         self._server = not conn.client
         self._max = max_message_bytes
-        self._receive_bytes = receive_bytes
+        # Adaptive when small_receive_bytes is given: reads ask for that much until
+        # one comes back more than half full, then for receive_bytes until one does
+        # not (a big buffer is dear to allocate for a small answer).
+        self._big_read = receive_bytes
+        self._small_read = min(small_receive_bytes or receive_bytes, receive_bytes)
+        self._receive_bytes = self._small_read
         self._send_lock = trio.Lock()
         self._ready: deque[str | bytes] = deque()
         self._parts: list[str | bytes] = []
@@ -153,6 +159,9 @@ class WsChannel:
         except _STREAM_GONE:
             data = b""
         if data:
+            self._receive_bytes = (
+                self._big_read if len(data) > self._small_read // 2 else self._small_read
+            )
             self.last_heard = trio.current_time()
             self._ws.receive_data(data if isinstance(data, bytes) else bytes(data))
             if self.after_read is not None:
