@@ -120,3 +120,51 @@ async def test_leaving_open_process_terminates_a_foreign_process() -> None:
             await p.read(wait=1)
     assert handles[0].terminated
     assert p.state == ue.ProcessState(has_exited=True, exit_code=143)
+
+
+class CountingHandle(ScriptedHandle):
+    """A fast producer of many small chunks that counts what has been taken from it."""
+
+    def __init__(self, chunks: int, size: int) -> None:
+        super().__init__([])
+        self.chunks, self.size, self.taken = chunks, size, 0
+
+    async def events(self) -> AsyncIterator[ue.ProcessEvent]:
+        for seq in range(1, self.chunks + 1):
+            self.taken += 1
+            yield ue.OutputEvent(seq, "stdout", b"x" * self.size)
+        yield ue.ExitedEvent(self.chunks + 1, 0)
+        yield ue.ClosedEvent(self.chunks + 2)
+
+
+async def test_a_held_back_pump_takes_output_in_batches() -> None:
+    """A slow events() reader holds the pump back (nothing it has not seen is evicted)
+    and the pump goes on once half the retention is free, not at every chunk the
+    reader takes: per chunk, that was a scheduler pass on each side."""
+    handle = CountingHandle(chunks=400, size=10)
+
+    class CountingBackend(ScriptedBackend):
+        async def start(self, request: ue.ExecRequest) -> CountingHandle:
+            return handle
+
+    with trio.fail_after(30):  # only ever reached by a hang
+        async with ue.open_process(
+            CountingBackend([]), ue.ExecRequest(["x"]), retention_bytes=200
+        ) as p:
+            seen = 0
+            moves = 0  # reader steps after which the pump had taken more
+            last = handle.taken
+            async for event in p.events():
+                assert not isinstance(event, ue.LostEvent)
+                if isinstance(event, ue.OutputEvent):
+                    seen += 1
+                    assert event.seq == seen
+                    # Never further ahead than retention (20 chunks) and one in hand.
+                    assert handle.taken - seen <= 21
+                await trio.sleep(0)  # a slow reader: the pump runs between its steps
+                if handle.taken != last:
+                    moves += 1
+                    last = handle.taken
+            assert seen == 400
+    # Batches of about half the retention (10 chunks): far fewer moves than chunks.
+    assert moves <= 400 // 4, moves  # (per-chunk wake-ups made 283 here)
