@@ -428,7 +428,12 @@ class UnifiedExecProcess:
 
 
 class EventStream:
-    """Async iterator over a process's events (see UnifiedExecProcess.events)."""
+    """Async iterator over a process's events (see UnifiedExecProcess.events).
+
+    Every step is a cancellation point. One whose event is already there takes a
+    scheduler pass only one time in 16, as ``read()`` does: a stream of 64 KiB chunks
+    was paying a pass (~20 us) per chunk.
+    """
 
     def __init__(
         self, shared: _Shared, after_seq: int, *, owner: UnifiedExecProcess | None = None
