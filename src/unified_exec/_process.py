@@ -47,6 +47,11 @@ __all__ = ["DEFAULT_RETENTION_BYTES", "ReadResult", "UnifiedExecProcess", "open_
 log = logging.getLogger("unified_exec")
 
 DEFAULT_RETENTION_BYTES: Final = 1024 * 1024
+# How long a held-back chunk that already fits waits for the reader to free a whole
+# batch (see _Shared.progressed): long against a reader's step (~20 us), short
+# against anything a person or a timeout would notice.
+_FIT_GRACE: Final = 0.002
+_NO_DEADLINE: Final = float("inf")
 _TERMINATE_BOUND = 30.0
 
 
@@ -77,7 +82,17 @@ class ReadResult:
 class _Shared:
     """What the pump and the readers share."""
 
-    __slots__ = ("_direct", "_need", "_progress", "_pumping", "changed", "log", "unthrottled")
+    __slots__ = (
+        "_direct",
+        "_grace",
+        "_held",
+        "_need",
+        "_progress",
+        "_pumping",
+        "changed",
+        "log",
+        "unthrottled",
+    )
 
     def __init__(self, retention_bytes: int) -> None:
         self.log = EventLog(retention_bytes)
@@ -90,7 +105,9 @@ class _Shared:
         self.unthrottled = False
         self._pumping = False  # a pump task runs (or has run)
         self._direct: tuple[str, DirectEvents] | None = None  # (process id, events)
-        self._need = 0  # the room a held-back pump waits for (see progressed())
+        self._held = 0  # the size of the chunk a held-back pump holds
+        self._need = 0  # the room it waits for (see progressed())
+        self._grace: trio.CancelScope | None = None  # its wait, while it waits
 
     def unthrottle(self) -> None:
         self.log.pin_unseen = True
@@ -99,18 +116,37 @@ class _Shared:
 
     def progressed(self) -> None:
         """An active reader moved on (or went): a held-back pump looks again, once
-        there is room for its event and half the retention more. Waking it for every
+        there is room for its chunk and half the retention more. Waking it for every
         chunk a reader takes would cost a pass per chunk on each side; this way the
         pump appends a batch per wake-up, and the reader still has half the
-        retention to read meanwhile."""
+        retention to read meanwhile. Its chunk may fit before that, and the reader
+        then pause (its iterator open, a process waiting on that chunk): so from
+        the moment it fits the pump waits at most _FIT_GRACE, and then takes it."""
         lot = self._progress
-        if lot and (self.unthrottled or not self.log.would_evict_unseen(self._need)):
+        if not lot:
+            return
+        if self.unthrottled or not self.log.would_evict_unseen(self._need):
             lot.unpark_all()
+            return
+        grace = self._grace
+        if (
+            grace is not None
+            and grace.deadline == _NO_DEADLINE
+            and not self.log.would_evict_unseen(self._held)
+        ):
+            grace.deadline = trio.current_time() + _FIT_GRACE
 
-    async def _wait_progress(self) -> None:
+    async def _wait_progress(self, held: int) -> None:
+        """Until progressed() lets the pump look again at its ``held``-byte chunk."""
         if self._progress is None:  # made on first use: most processes never wait
             self._progress = trio.lowlevel.ParkingLot()
-        await self._progress.park()
+        self._held = held
+        self._need = held + self.log.retention_bytes // 2
+        try:
+            with trio.CancelScope() as self._grace:
+                await self._progress.park()
+        finally:
+            self._grace = None
 
     def fail(self, message: str) -> None:
         """End the log with a failure, unless it has already ended."""
@@ -169,12 +205,16 @@ class _Shared:
         return True
 
     async def pump(self, events: AsyncIterator[ProcessEvent]) -> None:
+        # A local queue frees its producer in batches too; while the pump waits,
+        # whatever room it has left must reach the producer (EventIterator.pausing).
+        pausing: Callable[[], None] | None = getattr(events, "pausing", None)
         try:
             async for event in events:
                 if isinstance(event, OutputEvent):
                     while not self.unthrottled and self.log.would_evict_unseen(len(event.data)):
-                        self._need = len(event.data) + self.log.retention_bytes // 2
-                        await self._wait_progress()
+                        if pausing is not None:
+                            pausing()
+                        await self._wait_progress(len(event.data))
                 self.append(event)
                 if self.log.terminal:
                     return

@@ -6,10 +6,11 @@ stream that stops without closing, a crash) that no real backend produces on dem
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import pytest
 import trio
+import trio.testing
 
 import unified_exec as ue
 
@@ -168,3 +169,74 @@ async def test_a_held_back_pump_takes_output_in_batches() -> None:
             assert seen == 400
     # Batches of about half the retention (10 chunks): far fewer moves than chunks.
     assert moves <= 400 // 4, moves  # (per-chunk wake-ups made 283 here)
+
+
+class GatedHandle(ScriptedHandle):
+    """Three 300-byte chunks, then (once ``gate`` is set) a 500-byte one and the end.
+
+    Its iterator has ``pausing()``, as a local queue's has: the pump calls it
+    before it waits for its reader (so that the producer gets the queue's room)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.gate = trio.Event()
+        self.pauses = 0
+
+    def events(self) -> AsyncIterator[ue.ProcessEvent]:
+        handle = self
+
+        class Events:
+            def __init__(self) -> None:
+                self._it = handle._play()
+
+            def __aiter__(self) -> Events:
+                return self
+
+            def __anext__(self) -> Awaitable[ue.ProcessEvent]:
+                return self._it.__anext__()
+
+            def pausing(self) -> None:
+                handle.pauses += 1
+
+        return Events()
+
+    async def _play(self) -> AsyncIterator[ue.ProcessEvent]:
+        for seq in (1, 2, 3):
+            yield ue.OutputEvent(seq, "stdout", b"x" * 300)
+        await self.gate.wait()
+        yield ue.OutputEvent(4, "stdout", b"y" * 500)
+        yield ue.ExitedEvent(5, 0)
+        yield ue.ClosedEvent(6)
+
+
+async def test_a_paused_reader_still_lets_in_what_fits() -> None:
+    """Batching must not hold back more than the reader's lag requires: a reader
+    that takes a few events and then pauses (its iterator still open) leaves room
+    for the held chunk, and the process must get to its end on that room, as it
+    would with a pump woken per chunk. Here the held chunk fits once the reader has
+    seen two, but not with half the retention more: a pump that waited for a
+    batch only would wait for ever."""
+    handle = GatedHandle()
+
+    class GatedBackend(ScriptedBackend):
+        async def start(self, request: ue.ExecRequest) -> GatedHandle:
+            return handle
+
+    with trio.fail_after(30):  # only ever reached by a hang
+        async with ue.open_process(
+            GatedBackend([]), ue.ExecRequest(["x"]), retention_bytes=1000
+        ) as p:
+            assert (await p.read(after_seq=2, wait=20)).next_seq == 4  # 900 bytes in
+            stream = p.events()
+            assert (await stream.__anext__()).seq == 1
+            handle.gate.set()
+            # The pump gets the 500-byte chunk: it would evict unseen chunk 2, so
+            # the pump holds it back and waits.
+            await trio.testing.wait_all_tasks_blocked()
+            assert p.last_seq == 3
+            assert handle.pauses == 1
+            assert (await stream.__anext__()).seq == 2  # now it fits; then a pause
+            state = await p.wait()  # the stream stays open (and unread) meanwhile
+            assert state == ue.ProcessState(has_exited=True, exit_code=0)
+            # Nothing the open stream had not seen was dropped on the way.
+            assert [e.seq async for e in stream] == [3, 4, 5, 6]

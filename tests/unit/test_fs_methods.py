@@ -202,7 +202,17 @@ async def test_canonicalize(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["relative/path", "file://host/x", "http://x/y", "/a/../b", "/a/./b", "/a//b", 7, None],
+    [
+        "relative/path",
+        "file://host/x",
+        "http://x/y",
+        "/a/../b",
+        "/a/./b",
+        "/a//b",
+        7,
+        None,
+        "/tmp/\ud800",  # a lone surrogate (sent as a JSON escape): no OS path has it
+    ],
 )
 def test_paths_must_be_absolute_file_uris_and_normalised(value: Any) -> None:
     with pytest.raises(ParamsError):

@@ -118,3 +118,17 @@ def test_every_frame_gets_the_standard_answer(mutate: Any, make: Any) -> None:
 def test_spliced_frames_get_the_standard_answer(cut: int, junk: bytes, tail: bytes) -> None:
     frame = _output(DATA[:5000] + tail)
     _same(frame[:cut] + junk + frame[cut:])
+
+
+@pytest.mark.parametrize("where", ["chunk", "processId"])
+@pytest.mark.parametrize("make", [_output, _write])
+def test_a_text_frame_with_a_lone_surrogate_gets_the_standard_answer(where: str, make: Any) -> None:
+    """A str frame can hold what no UTF-8 can (a lone surrogate, from a peer's
+    text message): the fast path must step aside, not raise UnicodeEncodeError."""
+    text = make().decode()
+    if where == "chunk":
+        text = text.replace('"chunk":"', '"chunk":"\ud800', 1)
+    else:
+        text = text.replace('"p', '"\udc00p', 1)
+    got, want = _answers(text, 1000)
+    assert got == want

@@ -49,3 +49,19 @@ def test_the_producer_is_woken_exactly_when_half_is_free(capacity: int, sizes: l
             assert len(woken) == before + 1  # woken (every time, while it waits)
         else:
             assert len(woken) == before
+
+
+def test_a_pausing_consumer_hands_over_whatever_room_there_is() -> None:
+    """Half-queue batching is for a consumer that keeps taking: one that stops (its
+    own reader is behind) must not keep a producer throttled on room that is free."""
+    queue, woken = _throttled(100, [10] * 10)
+    events = queue.events()
+    events.pausing()
+    assert woken == []  # full: nothing to hand over
+    queue._popleft()
+    assert woken == []
+    events.pausing()
+    assert woken == [90]
+    queue.waiting_for_room = False  # the producer took the room (and is not waiting)
+    events.pausing()
+    assert woken == [90]

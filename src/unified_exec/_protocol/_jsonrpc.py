@@ -243,7 +243,7 @@ def _big_chunk(frame: str | bytes) -> tuple[int, int, bytes] | None:
     start, end, piece = found
     try:
         return start, end, _BASE64_STRING.decode(piece)
-    except msgspec.DecodeError:  # not valid base64
+    except (msgspec.DecodeError, UnicodeEncodeError):  # not base64; not UTF-8 (a str frame)
         return None
 
 

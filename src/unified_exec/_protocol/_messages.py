@@ -260,7 +260,7 @@ def _b64decode(value: Any, _type: Any) -> bytes:
     try:
         # msgspec's decoder is ~3.5x binascii's, and as strict (padding, alphabet).
         decoded: bytes = msgspec.convert(value, bytes)
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, UnicodeEncodeError):  # (a lone surrogate, say)
         pass
     else:
         return decoded

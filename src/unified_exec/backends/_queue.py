@@ -172,6 +172,15 @@ class EventIterator:
                 return
         q._consumer_idle = True
 
+    def pausing(self) -> None:
+        """The consumer stops taking events for a while (its reader is behind): a
+        throttled producer gets whatever room there is now, without waiting for half
+        the queue to be free, so a paused reader holds the child back no sooner than
+        a full queue does."""
+        q = self._queue
+        if q.waiting_for_room and not q.full:
+            q._room_opened()
+
     def __aiter__(self) -> EventIterator:
         return self
 

@@ -87,6 +87,10 @@ def fs_path(value: Any, field: str = "path") -> str:
         raise ParamsError(f"`{field}` is not a file URI: {value!r}")
     if not path.startswith("/") or "\x00" in path:
         raise ParamsError(f"`{field}` must be an absolute path: {value!r}")
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate (a JSON escape): no OS name has it
+        raise ParamsError(f"`{field}` cannot be encoded for the OS: {value!r}") from None
     trimmed = path.rstrip("/") or "/"
     parts = trimmed.split("/")[1:]
     if trimmed != "/" and any(p in ("", ".", "..") for p in parts):
