@@ -57,6 +57,17 @@ class ScriptedBackend:
         pass
 
 
+class OneHandleBackend(ScriptedBackend):
+    """Starts nothing: hands out the one handle the test made (to look into it)."""
+
+    def __init__(self, handle: ScriptedHandle) -> None:
+        super().__init__([])
+        self.handle = handle
+
+    async def start(self, request: ue.ExecRequest) -> ScriptedHandle:
+        return self.handle
+
+
 def test_protocols_are_structural() -> None:
     backend = ScriptedBackend([])
     assert isinstance(backend, ue.ExecBackend)
@@ -143,14 +154,9 @@ async def test_a_held_back_pump_takes_output_in_batches() -> None:
     and the pump goes on once half the retention is free, not at every chunk the
     reader takes: per chunk, that was a scheduler pass on each side."""
     handle = CountingHandle(chunks=400, size=10)
-
-    class CountingBackend(ScriptedBackend):
-        async def start(self, request: ue.ExecRequest) -> CountingHandle:
-            return handle
-
     with trio.fail_after(30):  # only ever reached by a hang
         async with ue.open_process(
-            CountingBackend([]), ue.ExecRequest(["x"]), retention_bytes=200
+            OneHandleBackend(handle), ue.ExecRequest(["x"]), retention_bytes=200
         ) as p:
             seen = 0
             moves = 0  # reader steps after which the pump had taken more
@@ -217,14 +223,9 @@ async def test_a_paused_reader_still_lets_in_what_fits() -> None:
     seen two, but not with half the retention more: a pump that waited for a
     batch only would wait for ever."""
     handle = GatedHandle()
-
-    class GatedBackend(ScriptedBackend):
-        async def start(self, request: ue.ExecRequest) -> GatedHandle:
-            return handle
-
     with trio.fail_after(30):  # only ever reached by a hang
         async with ue.open_process(
-            GatedBackend([]), ue.ExecRequest(["x"]), retention_bytes=1000
+            OneHandleBackend(handle), ue.ExecRequest(["x"]), retention_bytes=1000
         ) as p:
             assert (await p.read(after_seq=2, wait=20)).next_seq == 4  # 900 bytes in
             stream = p.events()
