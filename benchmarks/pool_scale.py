@@ -138,7 +138,13 @@ async def run(n_servers: int, n_procs: int, *, kill: bool = True) -> dict[str, A
                 if kill:
                     proc, url = servers[0]
                     victims = {pid for pid in handles if pool.server_for(pid) == url}
+                    # One /proc scan can miss a child (a read that races its exec, or a
+                    # scan under load): look again, bounded, before calling it missing.
                     before = len(marked_pids(run_id, victims))
+                    with trio.move_on_after(5):
+                        while before < len(victims):
+                            await trio.sleep(0.05)
+                            before = len(marked_pids(run_id, victims))
                     t1 = time.perf_counter()
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait()
