@@ -18,9 +18,11 @@ from ptyprocess import PtyProcess
 
 __all__ = [
     "concurrency_popen_ms",
+    "concurrency_trio_ms",
     "roundtrip_pipe_us",
     "roundtrip_trio_pipe_us",
     "roundtrip_pty_us",
+    "roundtrip_trio_pty_us",
     "spawn_openpty_popen",
     "spawn_posix_spawn",
     "spawn_ptyprocess",
@@ -304,6 +306,43 @@ def roundtrip_pty_us(line: bytes, trips: int, warmup: int) -> list[float]:
         os.close(master)
 
 
+def roundtrip_trio_pty_us(line: bytes, trips: int, warmup: int) -> list[float]:
+    """cat on a PTY (echo on) through trio FdStream on the master: the event-loop floor
+    for the PTY round trip, both copies awaited as in roundtrip_pty_us."""
+    want = 2 * len(line.replace(b"\n", b"\r\n"))
+
+    async def main() -> list[float]:
+        master, slave = os.openpty()
+        proc = subprocess.Popen(
+            ["cat"], stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+        )
+        os.close(slave)
+        stream = trio.lowlevel.FdStream(master)
+        samples = []
+        try:
+            for i in range(warmup + trips):
+                t0 = time.perf_counter()
+                await stream.send_all(line)
+                got = 0
+                while got < want:
+                    data = await stream.receive_some(READ_SIZE)
+                    if not data:
+                        raise BenchmarkError(f"EOF after {got} of {want} bytes")
+                    got += len(data)
+                elapsed = time.perf_counter() - t0
+                if got != want:
+                    raise BenchmarkError(f"read {got} bytes, expected {want}")
+                if i >= warmup:
+                    samples.append(elapsed * 1e6)
+        finally:
+            proc.kill()
+            proc.wait()
+            await stream.aclose()
+        return samples
+
+    return trio.run(main)
+
+
 # -- 4. many processes at once --------------------------------------------------------
 
 
@@ -318,3 +357,30 @@ def concurrency_popen_ms(count: int) -> float:
         if out != b"hi\n":
             raise BenchmarkError(f"echo printed {out!r}")
     return elapsed
+
+
+def concurrency_trio_ms(count: int) -> float:
+    """trio.run_process(echo hi) x count in one nursery, stdout captured: what the
+    same job costs any trio program (trio's floor, as trio_run_process for spawn)."""
+
+    async def main() -> float:
+        outputs: list[tuple[int, bytes]] = []
+
+        async def one() -> None:
+            done = await trio.run_process([ECHO, "hi"], capture_stdout=True, check=False)
+            outputs.append((done.returncode, done.stdout))
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(one)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        if len(outputs) != count:
+            raise BenchmarkError(f"{len(outputs)} of {count} echo runs finished")
+        for code, out in outputs:
+            _check_exit("echo", code)
+            if out != b"hi\n":
+                raise BenchmarkError(f"echo printed {out!r}")
+        return elapsed
+
+    return trio.run(main)

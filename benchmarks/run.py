@@ -276,6 +276,12 @@ def roundtrip_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) -
             lambda block: base.roundtrip_pty_us(*block),
         ),
         Variant(
+            "trio_pty",
+            "baseline",
+            "PTY echo on, trio FdStream on the master (both copies)",
+            lambda block: base.roundtrip_trio_pty_us(*block),
+        ),
+        Variant(
             "ours_pipe",
             "ours",
             "write + read(after_seq, wait), tty=False, pipe_stdin",
@@ -287,7 +293,7 @@ def roundtrip_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) -
             "ours",
             "write + read(after_seq, wait), tty=True, echo on (both copies)",
             _ours(ours.roundtrip_us, True),
-            compare=("pty_osrw_echo",),
+            compare=("pty_osrw_echo", "trio_pty"),
         ),
     ]
     return {
@@ -314,11 +320,17 @@ def concurrency_metric(cfg: argparse.Namespace, progress: Callable[[str], None])
             lambda _b: [base.concurrency_popen_ms(count)],
         ),
         Variant(
+            "trio_run_process",
+            "baseline",
+            f"trio.run_process x {count} in one nursery, stdout captured",
+            lambda _b: [base.concurrency_trio_ms(count)],
+        ),
+        Variant(
             "ours_pipe",
             "ours",
             f"{count} x open_process in one nursery, events() to closed",
             _ours(ours.concurrency_ms, count),
-            compare=("subprocess_popen",),
+            compare=("subprocess_popen", "trio_run_process"),
         ),
     ]
     rounds = cfg.concurrency_warmup + cfg.concurrency_rounds

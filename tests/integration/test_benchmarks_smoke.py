@@ -23,8 +23,8 @@ EXPECTED = {
         "trio_run_process",
     },
     "throughput": {"ours_pipe", "ours_tty", "pipe_osread", "pty_osread"},
-    "roundtrip": {"ours_pipe", "ours_tty", "pipe_osrw", "trio_pipe", "pty_osrw_echo"},
-    "concurrency": {"ours_pipe", "subprocess_popen"},
+    "roundtrip": {"ours_pipe", "ours_tty", "pipe_osrw", "trio_pipe", "pty_osrw_echo", "trio_pty"},
+    "concurrency": {"ours_pipe", "subprocess_popen", "trio_run_process"},
     "memory": {"ours_tty", "ptyprocess"},
 }
 
