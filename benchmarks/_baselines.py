@@ -31,6 +31,7 @@ __all__ = [
     "throughput_pipe_mib_s",
     "throughput_pipe_retaining_mib_s",
     "throughput_pty_mib_s",
+    "throughput_trio_pty_mib_s",
     "timed_loop_ms",
 ]
 
@@ -213,6 +214,42 @@ def throughput_pty_mib_s(nbytes: int) -> float:
     elapsed = time.perf_counter() - t0
     _check_exit("head (pty)", code)
     _check_bytes("pty os.read", total, nbytes)
+    return nbytes / MIB / elapsed
+
+
+def throughput_trio_pty_mib_s(nbytes: int) -> float:
+    """The same PTY stream read through trio's FdStream on the master, 64 KiB at a
+    time: the event-loop floor (each read that finds nothing waits in trio's epoll)."""
+
+    async def main() -> tuple[int, int]:
+        master, slave = os.openpty()
+        try:
+            proc = subprocess.Popen(
+                _head_argv(nbytes), stdin=slave, stdout=slave, stderr=slave,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(slave)
+        stream = trio.lowlevel.FdStream(master)
+        total = 0
+        try:
+            while True:
+                try:
+                    data = await stream.receive_some(READ_SIZE)
+                except trio.BrokenResourceError:  # EIO: every slave fd is closed
+                    break
+                if not data:
+                    break
+                total += len(data)
+        finally:
+            await stream.aclose()
+        return total, proc.wait()
+
+    t0 = time.perf_counter()
+    total, code = trio.run(main)
+    elapsed = time.perf_counter() - t0
+    _check_exit("head (pty, trio)", code)
+    _check_bytes("pty trio FdStream", total, nbytes)
     return nbytes / MIB / elapsed
 
 

@@ -224,6 +224,12 @@ def throughput_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) 
             lambda _b: [base.throughput_pty_mib_s(n)],
         ),
         Variant(
+            "trio_pty",
+            "baseline",
+            "PTY, trio FdStream on the master, receive_some(65536)",
+            lambda _b: [base.throughput_trio_pty_mib_s(n)],
+        ),
+        Variant(
             "ours_pipe",
             "ours",
             "events(), tty=False",
@@ -235,7 +241,7 @@ def throughput_metric(cfg: argparse.Namespace, progress: Callable[[str], None]) 
             "ours",
             "events(), tty=True",
             _ours(ours.throughput_mib_s, True, n),
-            compare=("pty_osread",),
+            compare=("pty_osread", "trio_pty"),
         ),
     ]
     rounds = cfg.throughput_warmup + cfg.throughput_runs

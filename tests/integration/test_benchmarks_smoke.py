@@ -22,7 +22,7 @@ EXPECTED = {
         "ptyprocess",
         "trio_run_process",
     },
-    "throughput": {"ours_pipe", "ours_tty", "pipe_osread", "pty_osread"},
+    "throughput": {"ours_pipe", "ours_tty", "pipe_osread", "pty_osread", "trio_pty"},
     "roundtrip": {"ours_pipe", "ours_tty", "pipe_osrw", "trio_pipe", "pty_osrw_echo", "trio_pty"},
     "concurrency": {"ours_pipe", "subprocess_popen", "trio_run_process"},
     "memory": {"ours_tty", "ptyprocess"},
