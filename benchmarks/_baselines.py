@@ -228,6 +228,9 @@ def throughput_trio_pty_mib_s(nbytes: int) -> float:
                 _head_argv(nbytes), stdin=slave, stdout=slave, stderr=slave,
                 start_new_session=True,
             )  # fmt: skip
+        except BaseException:
+            os.close(master)
+            raise
         finally:
             os.close(slave)
         stream = trio.lowlevel.FdStream(master)
