@@ -8,6 +8,7 @@ trio run). The only fake peer is the wedged stdio server of
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -322,25 +323,44 @@ async def test_stalled_stdio_server_times_out_the_send(tmp_path: Path) -> None:
 async def test_cancelled_big_write_does_not_corrupt_stdio_link(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The link and server are real; the wrapped send only *observes* when the big
-    frame starts going out (it calls the real send), so the cancellation is known to
-    land mid-frame — a timing a real part cannot be made to hit on demand."""
-    big_frame_sending = trio.Event()
-    sending = {"now": False}
+    """The link and server are real; the caller gives up while the 40 MiB frame is half
+    written. Faked, because a real part cannot hit that moment on demand: once part of
+    the frame is on the pipe, the next write finds the pipe full (a real server may
+    drain it fast enough never to be), and the wait for room holds until the caller
+    has cancelled."""
+    parked = trio.Event()
+    resume = trio.Event()
+    fake = {"sending": False, "written": 0, "full": False}
     orig_send = remote._StdioTransport.send
+    orig_writev = os.writev
+    orig_wait_writable = trio.lowlevel.wait_writable
 
     async def send(self: Any, text: str) -> None:
         big = len(text) > MiB
-        if big:
-            sending["now"] = True
-            big_frame_sending.set()
+        fake["sending"] = big
         try:
             await orig_send(self, text)
         finally:
-            if big:
-                sending["now"] = False
+            fake["sending"] = False
+
+    def writev(fd: int, buffers: Any) -> int:
+        if fake["sending"] and fake["written"] and not fake["full"]:
+            fake["full"] = True  # once: the rest of the frame goes out as it would
+            raise BlockingIOError(errno.EAGAIN, "pipe full (test)")
+        sent = orig_writev(fd, buffers)
+        if fake["sending"]:
+            fake["written"] += sent
+        return sent
+
+    async def wait_writable(fd: Any) -> None:
+        if fake["sending"] and fake["full"] and not parked.is_set():
+            parked.set()
+            await resume.wait()  # until the caller has cancelled
+        await orig_wait_writable(fd)
 
     monkeypatch.setattr(remote._StdioTransport, "send", send)
+    monkeypatch.setattr(os, "writev", writev)
+    monkeypatch.setattr(trio.lowlevel, "wait_writable", wait_writable)
     with trio.fail_after(45):
         async with ue.RemoteExecBackend.connect_stdio(
             [*SERVE, "--listen", "stdio"], request_timeout=20
@@ -355,10 +375,10 @@ async def test_cancelled_big_write_does_not_corrupt_stdio_link(
                         completed.append(await proc.write(b"x" * (30 * MiB)))
 
                     nursery.start_soon(writer)
-                    await big_frame_sending.wait()
-                    await trio.sleep(0.005)
-                    assert sending["now"], "test setup: the frame was already sent"
+                    await parked.wait()
+                    assert 0 < fake["written"] < 30 * MiB, fake
                     nursery.cancel_scope.cancel()  # the caller gives up mid-frame
+                    resume.set()
                 assert completed == []
                 with trio.fail_after(15):
                     assert await proc.write(b"hello\n") is ue.WriteStatus.ACCEPTED
