@@ -11,7 +11,7 @@ import errno
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 from ptyprocess import PtyProcess
@@ -19,6 +19,7 @@ from ptyprocess import PtyProcess
 __all__ = [
     "concurrency_popen_ms",
     "concurrency_trio_ms",
+    "echo_all_ms",
     "roundtrip_pipe_us",
     "roundtrip_trio_pipe_us",
     "roundtrip_pty_us",
@@ -282,6 +283,29 @@ def _trips(fd_out: int, fd_in: int, line: bytes, want: int, trips: int, warmup: 
     return samples
 
 
+async def _trio_trips(
+    out: trio.abc.SendStream, into: trio.abc.ReceiveStream,
+    line: bytes, want: int, trips: int, warmup: int,
+) -> list[float]:  # fmt: skip
+    """_trips through trio streams: send ``line``, receive ``want`` bytes; µs per trip."""
+    samples = []
+    for i in range(warmup + trips):
+        t0 = time.perf_counter()
+        await out.send_all(line)
+        got = 0
+        while got < want:
+            data = await into.receive_some(READ_SIZE)
+            if not data:
+                raise BenchmarkError(f"EOF after {got} of {want} bytes")
+            got += len(data)
+        elapsed = time.perf_counter() - t0
+        if got != want:
+            raise BenchmarkError(f"read {got} bytes, expected {want}")
+        if i >= warmup:
+            samples.append(elapsed * 1e6)
+    return samples
+
+
 def roundtrip_pipe_us(line: bytes, trips: int, warmup: int) -> list[float]:
     """cat on pipes: os.write the line, os.read until it is all back."""
     proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
@@ -305,27 +329,12 @@ def roundtrip_trio_pipe_us(line: bytes, trips: int, warmup: int) -> list[float]:
         stdout = trio.lowlevel.FdStream(os.dup(proc.stdout.fileno()))
         proc.stdin.close()
         proc.stdout.close()
-        samples = []
         try:
-            for i in range(warmup + trips):
-                t0 = time.perf_counter()
-                await stdin.send_all(line)
-                got = 0
-                while got < len(line):
-                    data = await stdout.receive_some(READ_SIZE)
-                    if not data:
-                        raise BenchmarkError(f"EOF after {got} of {len(line)} bytes")
-                    got += len(data)
-                elapsed = time.perf_counter() - t0
-                if got != len(line):
-                    raise BenchmarkError(f"read {got} bytes, expected {len(line)}")
-                if i >= warmup:
-                    samples.append(elapsed * 1e6)
+            return await _trio_trips(stdin, stdout, line, len(line), trips, warmup)
         finally:
             await stdin.aclose()
             await stdout.aclose()
             proc.wait()
-        return samples
 
     return trio.run(main)
 
@@ -358,27 +367,12 @@ def roundtrip_trio_pty_us(line: bytes, trips: int, warmup: int) -> list[float]:
         )
         os.close(slave)
         stream = trio.lowlevel.FdStream(master)
-        samples = []
         try:
-            for i in range(warmup + trips):
-                t0 = time.perf_counter()
-                await stream.send_all(line)
-                got = 0
-                while got < want:
-                    data = await stream.receive_some(READ_SIZE)
-                    if not data:
-                        raise BenchmarkError(f"EOF after {got} of {want} bytes")
-                    got += len(data)
-                elapsed = time.perf_counter() - t0
-                if got != want:
-                    raise BenchmarkError(f"read {got} bytes, expected {want}")
-                if i >= warmup:
-                    samples.append(elapsed * 1e6)
+            return await _trio_trips(stream, stream, line, want, trips, warmup)
         finally:
             proc.kill()
             proc.wait()
             await stream.aclose()
-        return samples
 
     return trio.run(main)
 
@@ -399,28 +393,34 @@ def concurrency_popen_ms(count: int) -> float:
     return elapsed
 
 
+async def echo_all_ms(count: int, one: Callable[[], Awaitable[bytes]]) -> float:
+    """Run ``one()`` (one ``echo hi`` to its end, checked; its output) ``count`` times
+    at once in a nursery; ms until all are done, every output checked."""
+    outputs: list[bytes] = []
+
+    async def run_one() -> None:
+        outputs.append(await one())
+
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(run_one)
+    elapsed = (time.perf_counter() - t0) * 1e3
+    if len(outputs) != count:
+        raise BenchmarkError(f"{len(outputs)} of {count} echo runs finished")
+    for out in outputs:
+        if out != b"hi\n":
+            raise BenchmarkError(f"echo printed {out!r}")
+    return elapsed
+
+
 def concurrency_trio_ms(count: int) -> float:
     """trio.run_process(echo hi) x count in one nursery, stdout captured: what the
     same job costs any trio program (trio's floor, as trio_run_process for spawn)."""
 
-    async def main() -> float:
-        outputs: list[tuple[int, bytes]] = []
+    async def one() -> bytes:
+        done = await trio.run_process([ECHO, "hi"], capture_stdout=True, check=False)
+        _check_exit("echo", done.returncode)
+        return bytes(done.stdout)
 
-        async def one() -> None:
-            done = await trio.run_process([ECHO, "hi"], capture_stdout=True, check=False)
-            outputs.append((done.returncode, done.stdout))
-
-        t0 = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(count):
-                nursery.start_soon(one)
-        elapsed = (time.perf_counter() - t0) * 1e3
-        if len(outputs) != count:
-            raise BenchmarkError(f"{len(outputs)} of {count} echo runs finished")
-        for code, out in outputs:
-            _check_exit("echo", code)
-            if out != b"hi\n":
-                raise BenchmarkError(f"echo printed {out!r}")
-        return elapsed
-
-    return trio.run(main)
+    return trio.run(echo_all_ms, count, one)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import trio
 
 import unified_exec as ue
-from _baselines import ECHO, MIB, TRUE, BenchmarkError
+from _baselines import ECHO, MIB, TRUE, BenchmarkError, echo_all_ms
 
 __all__ = ["concurrency_ms", "roundtrip_us", "run", "spawn_ms", "throughput_mib_s"]
 
@@ -124,26 +124,14 @@ async def roundtrip_us(
 async def concurrency_ms(backend: ue.LocalPtyBackend, count: int) -> float:
     """``count`` x open_process(echo hi) in one nursery; ms until every one is closed."""
     request = ue.ExecRequest(argv=[ECHO, "hi"])
-    results: list[tuple[ue.ProcessState, bytes]] = []
 
-    async def one() -> None:
+    async def one() -> bytes:
         out = bytearray()
         async with ue.open_process(backend, request) as proc:
             async for event in proc.events():
                 if isinstance(event, ue.OutputEvent):
                     out += event.data
-            state = await proc.wait()
-        results.append((state, bytes(out)))
+            _check_state("echo", await proc.wait())
+        return bytes(out)
 
-    t0 = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for _ in range(count):
-            nursery.start_soon(one)
-    elapsed = (time.perf_counter() - t0) * 1e3
-    if len(results) != count:
-        raise BenchmarkError(f"{len(results)} of {count} processes finished")
-    for state, out in results:
-        _check_state("echo", state)
-        if out != b"hi\n":
-            raise BenchmarkError(f"echo printed {out!r}")
-    return elapsed
+    return await echo_all_ms(count, one)

@@ -8,10 +8,10 @@ trio run). The only fake peer is the wedged stdio server of
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 import unified_exec as ue
@@ -321,64 +322,53 @@ async def test_stalled_stdio_server_times_out_the_send(tmp_path: Path) -> None:
 
 
 async def test_cancelled_big_write_does_not_corrupt_stdio_link(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The link and server are real; the caller gives up while the 40 MiB frame is half
-    written. Faked, because a real part cannot hit that moment on demand: once part of
-    the frame is on the pipe, the next write finds the pipe full (a real server may
-    drain it fast enough never to be), and the wait for room holds until the caller
-    has cancelled."""
-    parked = trio.Event()
-    resume = trio.Event()
-    fake = {"sending": False, "written": 0, "full": False}
+    """The link and server are real. The server is SIGSTOPped before the 30 MiB write,
+    so its stdin pipe really fills and the 40 MiB frame stops part-way; the caller gives
+    up there. The wrapped send only *observes* that the big frame is under way (it
+    calls the real send)."""
+    sending = {"now": False}
     orig_send = remote._StdioTransport.send
-    orig_writev = os.writev
-    orig_wait_writable = trio.lowlevel.wait_writable
 
     async def send(self: Any, text: str) -> None:
         big = len(text) > MiB
-        fake["sending"] = big
+        if big:
+            sending["now"] = True
         try:
             await orig_send(self, text)
         finally:
-            fake["sending"] = False
-
-    def writev(fd: int, buffers: Any) -> int:
-        if fake["sending"] and fake["written"] and not fake["full"]:
-            fake["full"] = True  # once: the rest of the frame goes out as it would
-            raise BlockingIOError(errno.EAGAIN, "pipe full (test)")
-        sent = orig_writev(fd, buffers)
-        if fake["sending"]:
-            fake["written"] += sent
-        return sent
-
-    async def wait_writable(fd: Any) -> None:
-        if fake["sending"] and fake["full"] and not parked.is_set():
-            parked.set()
-            await resume.wait()  # until the caller has cancelled
-        await orig_wait_writable(fd)
+            if big:
+                sending["now"] = False
 
     monkeypatch.setattr(remote._StdioTransport, "send", send)
-    monkeypatch.setattr(os, "writev", writev)
-    monkeypatch.setattr(trio.lowlevel, "wait_writable", wait_writable)
+    pidfile = tmp_path / "server.pid"
+    argv = [
+        "sh", "-c", f'echo $$ > {pidfile}; exec "$0" -m unified_exec serve --listen stdio',
+        sys.executable,
+    ]  # fmt: skip
     with trio.fail_after(45):
-        async with ue.RemoteExecBackend.connect_stdio(
-            [*SERVE, "--listen", "stdio"], request_timeout=20
-        ) as backend:
+        async with ue.RemoteExecBackend.connect_stdio(argv, request_timeout=20) as backend:
+            server_pid = int(pidfile.read_text())
             # `tr -d x` echoes everything but the x's: what comes out proves the link.
             req = ue.ExecRequest(["tr", "-d", "x"], pipe_stdin=True)
             async with ue.open_process(backend, req) as proc:
                 completed = []
-                async with trio.open_nursery() as nursery:
+                os.kill(server_pid, signal.SIGSTOP)
+                try:
+                    async with trio.open_nursery() as nursery:
 
-                    async def writer() -> None:
-                        completed.append(await proc.write(b"x" * (30 * MiB)))
+                        async def writer() -> None:
+                            completed.append(await proc.write(b"x" * (30 * MiB)))
 
-                    nursery.start_soon(writer)
-                    await parked.wait()
-                    assert 0 < fake["written"] < 30 * MiB, fake
-                    nursery.cancel_scope.cancel()  # the caller gives up mid-frame
-                    resume.set()
+                        nursery.start_soon(writer)
+                        # Every task parked: the writer waits on the full pipe.
+                        await trio.testing.wait_all_tasks_blocked()
+                        assert sending["now"], "test setup: the frame was already sent"
+                        nursery.cancel_scope.cancel()  # the caller gives up mid-frame
+                        os.kill(server_pid, signal.SIGCONT)
+                finally:
+                    os.kill(server_pid, signal.SIGCONT)
                 assert completed == []
                 with trio.fail_after(15):
                     assert await proc.write(b"hello\n") is ue.WriteStatus.ACCEPTED
