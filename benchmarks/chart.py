@@ -124,11 +124,16 @@ def remote_rows(results: dict[str, Any]) -> list[Row]:
         ours = r.get("ours")
         base = r.get("baseline")
         unit = r.get("unit", "")
+        codex = name.rpartition("ours/")[2] or "codex exec-server"
+        baseline = f"{_num(base, unit)} ({codex})" if isinstance(base, int | float) else codex
+        bound = r.get("client_bound")
+        if isinstance(bound, int | float):  # the ratio even a server costing nothing gets
+            baseline += f"; client alone {bound:.2f}x"
         rows.append(
             Row(
                 name,
                 _num(ours, unit) if isinstance(ours, int | float) else "see remote.json",
-                _num(base, unit) if isinstance(base, int | float) else "codex exec-server",
+                baseline,
                 float(ratio),
                 target,
                 kind,

@@ -20,6 +20,11 @@ drift on a shared machine hits both alike:
 - idle RSS: the websocket server's resident memory (with its child processes) after
   one client ran a command and went away, MiB.
 
+For every figure the CPU time of each side is added up too: the client's (this
+process) and each server's process tree (its children included). The client's own
+CPU per job bounds each ratio: even a server that took no time at all could not
+bring a job below what the client spends on it (``client_bound`` in the ratios).
+
 Results go to benchmarks/results/remote.json; a table is printed.
 """
 
@@ -97,8 +102,8 @@ async def ws_server(argv: list[str], env: dict[str, str]) -> AsyncIterator[tuple
             await proc.wait()
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants, MiB (from /proc)."""
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (one scan of /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -109,11 +114,19 @@ def tree_rss_mib(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total_kib = 0
+    tree = []
     todo = [pid]
     while todo:
         p = todo.pop()
+        tree.append(p)
         todo.extend(children.get(p, []))
+    return tree
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, MiB (from /proc)."""
+    total_kib = 0
+    for p in _process_tree(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
@@ -122,6 +135,35 @@ def tree_rss_mib(pid: int) -> float:
         except OSError:
             continue
     return total_kib / 1024
+
+
+_TICK = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used by ``pid``, its live descendants and the children they reaped.
+
+    Read in clock ticks (10 ms); a figure's total over many jobs is still exact to a
+    tick, since a server is idle between its blocks and the per-block deltas add up.
+    """
+    ticks = 0
+    for p in _process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks * _TICK
+
+
+def child_pids() -> set[int]:
+    """The pids of this process's children (every thread's)."""
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found.update(int(x) for x in f.read().split())
+    return found
 
 
 # -- the work -------------------------------------------------------------------------
@@ -217,6 +259,14 @@ class Samples:
     def __init__(self) -> None:
         self.values: dict[str, dict[str, list[float]]] = {}
         self.rounds: dict[str, list[dict[str, float]]] = {}
+        # figure -> server -> [client CPU s, server CPU s, jobs]
+        self.cpu: dict[str, dict[str, list[float]]] = {}
+
+    def add_cpu(self, figure: str, name: str, client: float, server: float, jobs: int) -> None:
+        acc = self.cpu.setdefault(figure, {}).setdefault(name, [0.0, 0.0, 0])
+        acc[0] += client
+        acc[1] += server
+        acc[2] += jobs
 
     def add_round(self, figure: str, got: dict[str, float]) -> None:
         self.rounds.setdefault(figure, []).append(got)
@@ -241,9 +291,15 @@ async def round_robin(
     job: Callable[[str, ue.RemoteExecBackend], Awaitable[float]],
     rounds: int,
     block: int = 1,
+    pids: dict[str, int] | None = None,
 ) -> None:
     """``rounds`` rounds; in each, every server in turn does ``block`` jobs in a row
     (their median is the round's sample).
+
+    With ``pids`` (server -> pid), the CPU each block used is added up too: this
+    client's (``time.process_time``) and the server's process tree (/proc, read
+    outside the client's window). The client's CPU per job is a floor under the
+    job's time that no server can go below, whatever it does.
 
     In a row, not interleaved: a codex start leaves work behind it (its helper
     processes, ~6 ms of CPU each, end after the process is reported closed), and a
@@ -258,9 +314,15 @@ async def round_robin(
         # Rotate who goes first, so none always runs right after another's tail.
         turn = order[r % len(order) :] + order[: r % len(order)]
         for name in turn:
+            pid = None if pids is None else pids[name]
+            server0 = 0.0 if pid is None else tree_cpu_s(pid)
+            client0 = time.process_time()
             for _ in range(block):
                 run = functools.partial(job, name, backends[name])
                 got[name].append(await _timed(f"{figure}/{name}", run))
+            client = time.process_time() - client0
+            if pid is not None:
+                samples.add_cpu(figure, name, client, tree_cpu_s(pid) - server0, block)
         samples.add_round(figure, {n: statistics.median(v) for n, v in got.items()})
 
 
@@ -292,16 +354,22 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     async with AsyncExitStack() as stack:
         by_transport: dict[str, dict[str, ue.RemoteExecBackend]] = {t: {} for t in TRANSPORTS}
+        pids: dict[str, dict[str, int]] = {t: {} for t in TRANSPORTS}  # the servers' pids
         for name, (argv, env, ws_flags) in servers.items():
-            url, _pid = await stack.enter_async_context(
+            url, pids["ws"][name] = await stack.enter_async_context(
                 ws_server([*argv, "--listen", "ws://127.0.0.1:0", *ws_flags], env)
             )
             by_transport["ws"][name] = await stack.enter_async_context(
                 ue.RemoteExecBackend.connect(url)
             )
+            before = child_pids()
             by_transport["stdio"][name] = await stack.enter_async_context(
                 ue.RemoteExecBackend.connect_stdio([*argv, "--listen", "stdio"], env=env)
             )
+            started = child_pids() - before
+            if len(started) != 1:
+                raise BenchmarkError(f"cannot tell the stdio server's pid: {sorted(started)}")
+            pids["stdio"][name] = started.pop()
         for backends in by_transport.values():
             for backend in backends.values():  # warm-up: imports, first spawn
                 await spawn(backend)
@@ -316,7 +384,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 async def tp(_n: str, b: ue.RemoteExecBackend, nb: int = nbytes, t: bool = tty):
                     return await throughput(b, nb, t)
 
-                await round_robin(samples, figure, backends, tp, args.runs)
+                await round_robin(samples, figure, backends, tp, args.runs, pids=pids[transport])
         for transport, backends in by_transport.items():
             if "spawn" not in args.figures:
                 break
@@ -324,7 +392,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             async def sp(_n: str, b: ue.RemoteExecBackend) -> float:
                 return await spawn(b)
 
-            await round_robin(samples, f"spawn/{transport}", backends, sp, args.spawns // 10, 10)
+            await round_robin(
+                samples, f"spawn/{transport}", backends, sp, args.spawns // 10, 10, pids[transport]
+            )
         for transport, backends in by_transport.items():
             if "roundtrip" not in args.figures:
                 break
@@ -339,7 +409,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             async def rt(n: str, _b: Any, echoes: dict[str, Echo] = echoes) -> float:
                 return await echoes[n].trip()
 
-            await round_robin(samples, f"roundtrip/{transport}", backends, rt, args.trips // 10, 10)
+            figure = f"roundtrip/{transport}"
+            await round_robin(samples, figure, backends, rt, args.trips // 10, 10, pids[transport])
             for echo in echoes.values():
                 await echo.proc.terminate()
         for transport, backends in by_transport.items():
@@ -349,7 +420,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             async def cc(_n: str, b: ue.RemoteExecBackend) -> float:
                 return await concurrency(b, args.concurrency)
 
-            await round_robin(samples, f"concurrency/{transport}", backends, cc, args.rounds)
+            await round_robin(
+                samples, f"concurrency/{transport}", backends, cc, args.rounds, pids=pids[transport]
+            )
     rss: dict[str, dict[str, float]] = {}
     for name, (argv, env, ws_flags) in servers.items():
         if "idle_rss" not in args.figures:
@@ -386,15 +459,23 @@ def report(
                     statistics.median(per_server["ours"]) / statistics.median(per_server[codex])
                 ),
                 "round_ratios": per_round,
+                "ours": statistics.median(per_server["ours"]),
+                "baseline": statistics.median(per_server[codex]),
                 "unit": UNITS[metric],
                 "higher_is_better": HIGHER_IS_BETTER.get(metric, False),
                 "target": TARGETS[metric],
             }
+    cpu = _cpu_report(args, samples)
+    for key, bound in cpu.pop("bounds").items():
+        if key in ratios:
+            ratios[key]["client_bound"] = bound
     for codex in (n for n in rss if n != "ours"):
         ratios[f"idle_rss/ws: ours/{codex}"] = {
             "median_of_round_ratios": rss["ours"]["after_one_client"]
             / rss[codex]["after_one_client"],
             "fresh_ratio": rss["ours"]["fresh"] / rss[codex]["fresh"],
+            "ours": rss["ours"]["after_one_client"],
+            "baseline": rss[codex]["after_one_client"],
             "unit": "MiB",
             "higher_is_better": False,
             "target": TARGETS["idle_rss"],
@@ -407,8 +488,47 @@ def report(
         "seconds": round(total, 1),
         "results": results,
         "idle_rss_mib": rss,
+        "cpu": cpu,
         "ratios": ratios,
     }
+
+
+_PER_JOB = {"spawn": 1e3, "concurrency": 1e3, "roundtrip": 1e6}  # s -> the figure's unit
+
+
+def _cpu_report(args: argparse.Namespace, samples: Samples) -> dict[str, Any]:
+    """CPU per job of the client and of each server's tree, and for each ratio the
+    best it could be if the server took no time at all: the client's own CPU time
+    per job (ours) against codex's whole job. A target beyond that bound cannot be
+    met by any server driven by this client."""
+    out: dict[str, Any] = {"bounds": {}}
+    for figure, per_server in samples.cpu.items():
+        metric = figure.split("/")[0]
+        if metric.startswith("throughput"):  # per MiB streamed, ms
+            mib = (args.tty_bytes if metric.endswith("tty") else args.bytes) / MIB
+            scale, unit = 1e3 / mib, "ms per MiB"
+        else:
+            scale, unit = _PER_JOB[metric], UNITS[metric]
+        out[figure] = {
+            name: {
+                "client_per_job": client / jobs * scale,
+                "server_per_job": server / jobs * scale,
+                "jobs": jobs,
+                "unit": f"CPU {unit}",
+            }
+            for name, (client, server, jobs) in per_server.items()
+        }
+        ours = per_server.get("ours")
+        if ours is None or not ours[0]:
+            continue
+        for codex in (n for n in per_server if n != "ours"):
+            theirs = statistics.median(samples.values[figure][codex])
+            if metric.startswith("throughput"):  # MiB/s the client alone could take
+                best = 1e3 / (ours[0] / ours[2] * scale)
+            else:
+                best = ours[0] / ours[2] * scale
+            out["bounds"][f"{figure}: ours/{codex}"] = best / theirs
+    return out
 
 
 def cli() -> None:
@@ -441,8 +561,14 @@ def cli() -> None:
     for name, r in report_["idle_rss_mib"].items():
         print(f"{'idle_rss/' + name:40s} fresh {r['fresh']:6.1f} MiB  after a client "
               f"{r['after_one_client']:6.1f} MiB")  # fmt: skip
+    for figure, per_server in report_["cpu"].items():
+        for name, c in per_server.items():
+            print(f"{'cpu ' + figure + '/' + name:40s} client {c['client_per_job']:9.2f}  "
+                  f"server {c['server_per_job']:9.2f}  ({c['unit']})")  # fmt: skip
     for key, r in report_["ratios"].items():
-        print(f"{key:48s} {r['median_of_round_ratios']:6.2f}x  (target {r['target']})")
+        bound = r.get("client_bound")
+        alone = "" if bound is None else f"; the client alone: {bound:.2f}x"
+        print(f"{key:48s} {r['median_of_round_ratios']:6.2f}x  (target {r['target']}{alone})")
     print(f"total {report_['seconds']} s")
 
 

@@ -1,5 +1,6 @@
 """benchmarks/remote.py runs end to end on tiny inputs against our server and codex
-0.171.0, checks its work, and writes every figure and ratio."""
+0.171.0, checks its work, and writes every figure and ratio, with the CPU each side
+used and the bound the client's own CPU puts on each ratio."""
 
 from __future__ import annotations
 
@@ -31,8 +32,13 @@ def test_remote_benchmark_smoke(tmp_path: Path) -> None:
             for server in ("ours", "codex-0.171.0"):
                 summary = report["results"][f"{figure}/{transport}/{server}"]
                 assert summary["n"] >= 1 and summary["median"] > 0
+                cpu = report["cpu"][f"{figure}/{transport}"][server]
+                assert cpu["jobs"] >= 1 and cpu["client_per_job"] > 0, cpu
+                assert cpu["server_per_job"] >= 0 and cpu["unit"].startswith("CPU"), cpu
             ratio = report["ratios"][f"{figure}/{transport}: ours/codex-0.171.0"]
             assert math.isfinite(ratio["median_of_round_ratios"]) and ratio["target"]
+            # what the ratio would be with a server that took no time (the client's own)
+            assert math.isfinite(ratio["client_bound"]) and ratio["client_bound"] > 0
     for server in ("ours", "codex-0.171.0"):
         assert report["idle_rss_mib"][server]["after_one_client"] > 1
     assert report["ratios"]["idle_rss/ws: ours/codex-0.171.0"]["median_of_round_ratios"] > 0
