@@ -162,6 +162,12 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# One decoder for every frame: json.loads with a hook builds a new JSONDecoder per
+# call, a third of the cost of decoding a small frame (7 µs here). It keeps no state
+# between calls, so sharing it is safe.
+_DECODER = json.JSONDecoder(object_pairs_hook=_refuse_duplicates)
+
+
 def decode(text: str | bytes, *, max_values: int = DEFAULT_LIMITS.max_json_values) -> Message:
     """One message from one frame (a websocket message or one ndjson line).
 
@@ -176,7 +182,7 @@ def decode(text: str | bytes, *, max_values: int = DEFAULT_LIMITS.max_json_value
     if _may_exceed(text, max_values) and count_json_values(text) > max_values:
         raise MessageError(f"message has more than {max_values} JSON values")
     try:
-        obj = json.loads(text, object_pairs_hook=_refuse_duplicates)
+        obj = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise MessageError(_json_error(exc)) from None
     except MessageError:
