@@ -58,6 +58,7 @@ TRANSPORTS = ("stdio", "ws")
 FIGURES = ("throughput_pipe", "throughput_tty", "spawn", "roundtrip", "concurrency", "idle_rss")
 _READ_WAIT = 10.0  # s one read may wait before a round trip counts as lost
 _RUN_BOUND = 600.0  # s any one measured run may take
+_CPU_SETTLE = 0.5  # s a figure's servers get to finish their tails before their CPU is read
 
 
 class BenchmarkError(Exception):
@@ -143,8 +144,8 @@ _TICK = 1 / os.sysconf("SC_CLK_TCK")
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds used by ``pid``, its live descendants and the children they reaped.
 
-    Read in clock ticks (10 ms); a figure's total over many jobs is still exact to a
-    tick, since a server is idle between its blocks and the per-block deltas add up.
+    In clock ticks (10 ms): read once before a figure and once after it, so the
+    total over all its jobs is exact to a tick or two (a short figure's is rough).
     """
     ticks = 0
     for p in _process_tree(pid):
@@ -161,8 +162,11 @@ def child_pids() -> set[int]:
     """The pids of this process's children (every thread's)."""
     found: set[int] = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            found.update(int(x) for x in f.read().split())
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                found.update(int(x) for x in f.read().split())
+        except FileNotFoundError:  # a worker thread that has just ended
+            continue
     return found
 
 
@@ -259,14 +263,10 @@ class Samples:
     def __init__(self) -> None:
         self.values: dict[str, dict[str, list[float]]] = {}
         self.rounds: dict[str, list[dict[str, float]]] = {}
-        # figure -> server -> [client CPU s, server CPU s, jobs]
+        # figure -> one dict per round: server -> this client's CPU s per job
+        self.client_rounds: dict[str, list[dict[str, float]]] = {}
+        # figure -> server -> [client CPU s, server tree CPU s, jobs], over the figure
         self.cpu: dict[str, dict[str, list[float]]] = {}
-
-    def add_cpu(self, figure: str, name: str, client: float, server: float, jobs: int) -> None:
-        acc = self.cpu.setdefault(figure, {}).setdefault(name, [0.0, 0.0, 0])
-        acc[0] += client
-        acc[1] += server
-        acc[2] += jobs
 
     def add_round(self, figure: str, got: dict[str, float]) -> None:
         self.rounds.setdefault(figure, []).append(got)
@@ -296,10 +296,12 @@ async def round_robin(
     """``rounds`` rounds; in each, every server in turn does ``block`` jobs in a row
     (their median is the round's sample).
 
-    With ``pids`` (server -> pid), the CPU each block used is added up too: this
-    client's (``time.process_time``) and the server's process tree (/proc, read
-    outside the client's window). The client's CPU per job is a floor under the
-    job's time that no server can go below, whatever it does.
+    With ``pids`` (server -> pid), CPU is added up too: this client's for each block
+    (``time.process_time``), and each server's process tree over the whole figure
+    (/proc, read before the first block and after the last one has settled, so a
+    tail a server leaves after a job, codex's helpers, still counts for it). The
+    client's own CPU per job is a floor under the job's time that no server can go
+    below, whatever it does.
 
     In a row, not interleaved: a codex start leaves work behind it (its helper
     processes, ~6 ms of CPU each, end after the process is reported closed), and a
@@ -309,21 +311,28 @@ async def round_robin(
     the median leaves it out.
     """
     order = list(backends)
+    server0 = {} if pids is None else {name: tree_cpu_s(pids[name]) for name in order}
+    client_total = dict.fromkeys(order, 0.0)
     for r in range(rounds):
         got: dict[str, list[float]] = {name: [] for name in order}
+        client_round: dict[str, float] = {}
         # Rotate who goes first, so none always runs right after another's tail.
         turn = order[r % len(order) :] + order[: r % len(order)]
         for name in turn:
-            pid = None if pids is None else pids[name]
-            server0 = 0.0 if pid is None else tree_cpu_s(pid)
             client0 = time.process_time()
             for _ in range(block):
                 run = functools.partial(job, name, backends[name])
                 got[name].append(await _timed(f"{figure}/{name}", run))
-            client = time.process_time() - client0
-            if pid is not None:
-                samples.add_cpu(figure, name, client, tree_cpu_s(pid) - server0, block)
+            client_round[name] = (time.process_time() - client0) / block
+            client_total[name] += client_round[name] * block
         samples.add_round(figure, {n: statistics.median(v) for n, v in got.items()})
+        samples.client_rounds.setdefault(figure, []).append(client_round)
+    if pids is not None:
+        await trio.sleep(_CPU_SETTLE)
+        samples.cpu[figure] = {
+            name: [client_total[name], tree_cpu_s(pids[name]) - server0[name], rounds * block]
+            for name in order
+        }
 
 
 async def idle_rss(argv: list[str], env: dict[str, str], settle: float) -> tuple[float, float]:
@@ -498,14 +507,16 @@ _PER_JOB = {"spawn": 1e3, "concurrency": 1e3, "roundtrip": 1e6}  # s -> the figu
 
 def _cpu_report(args: argparse.Namespace, samples: Samples) -> dict[str, Any]:
     """CPU per job of the client and of each server's tree, and for each ratio the
-    best it could be if the server took no time at all: the client's own CPU time
-    per job (ours) against codex's whole job. A target beyond that bound cannot be
-    met by any server driven by this client."""
+    best it could be if the server took no time at all: in each round, the client's
+    own CPU per job in ours' block against codex's job in that round, the median of
+    those (as for the ratio itself). A target beyond that bound cannot be met by any
+    server driven by this client."""
     out: dict[str, Any] = {"bounds": {}}
     for figure, per_server in samples.cpu.items():
         metric = figure.split("/")[0]
-        if metric.startswith("throughput"):  # per MiB streamed, ms
-            mib = (args.tty_bytes if metric.endswith("tty") else args.bytes) / MIB
+        throughput = metric.startswith("throughput")
+        mib = (args.tty_bytes if metric.endswith("tty") else args.bytes) / MIB
+        if throughput:  # per MiB streamed, ms
             scale, unit = 1e3 / mib, "ms per MiB"
         else:
             scale, unit = _PER_JOB[metric], UNITS[metric]
@@ -518,16 +529,20 @@ def _cpu_report(args: argparse.Namespace, samples: Samples) -> dict[str, Any]:
             }
             for name, (client, server, jobs) in per_server.items()
         }
-        ours = per_server.get("ours")
-        if ours is None or not ours[0]:
+        if "ours" not in per_server:
             continue
         for codex in (n for n in per_server if n != "ours"):
-            theirs = statistics.median(samples.values[figure][codex])
-            if metric.startswith("throughput"):  # MiB/s the client alone could take
-                best = 1e3 / (ours[0] / ours[2] * scale)
-            else:
-                best = ours[0] / ours[2] * scale
-            out["bounds"][f"{figure}: ours/{codex}"] = best / theirs
+            per_round = []
+            rounds = zip(samples.client_rounds[figure], samples.rounds[figure], strict=True)
+            for cpu, got in rounds:
+                if cpu["ours"] <= 0:
+                    continue
+                if throughput:  # the MiB/s this client alone could take
+                    per_round.append(mib / cpu["ours"] / got[codex])
+                else:
+                    per_round.append(cpu["ours"] * _PER_JOB[metric] / got[codex])
+            if per_round:
+                out["bounds"][f"{figure}: ours/{codex}"] = statistics.median(per_round)
     return out
 
 

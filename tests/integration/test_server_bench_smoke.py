@@ -39,6 +39,11 @@ def test_remote_benchmark_smoke(tmp_path: Path) -> None:
             assert math.isfinite(ratio["median_of_round_ratios"]) and ratio["target"]
             # what the ratio would be with a server that took no time (the client's own)
             assert math.isfinite(ratio["client_bound"]) and ratio["client_bound"] > 0
+    for transport in ("stdio", "ws"):
+        for server in ("ours", "codex-0.171.0"):
+            # The right process tree was read: a wrong pid would show no CPU at all.
+            used = [report["cpu"][f"{f}/{transport}"][server]["server_per_job"] for f in FIGURES]
+            assert sum(used) > 0, (transport, server, used)
     for server in ("ours", "codex-0.171.0"):
         assert report["idle_rss_mib"][server]["after_one_client"] > 1
     assert report["ratios"]["idle_rss/ws: ours/codex-0.171.0"]["median_of_round_ratios"] > 0
