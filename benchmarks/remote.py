@@ -103,8 +103,8 @@ async def ws_server(argv: list[str], env: dict[str, str]) -> AsyncIterator[tuple
             await proc.wait()
 
 
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (one scan of /proc)."""
+def _children() -> dict[int, list[int]]:
+    """Every process's children, by parent pid (one scan of /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -115,6 +115,12 @@ def _process_tree(pid: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    children = _children()
     tree = []
     todo = [pid]
     while todo:
@@ -159,15 +165,8 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def child_pids() -> set[int]:
-    """The pids of this process's children (every thread's)."""
-    found: set[int] = set()
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as f:
-                found.update(int(x) for x in f.read().split())
-        except FileNotFoundError:  # a worker thread that has just ended
-            continue
-    return found
+    """The pids of this process's children."""
+    return set(_children().get(os.getpid(), []))
 
 
 # -- the work -------------------------------------------------------------------------
