@@ -45,6 +45,8 @@ class _Stdio:
         self.proc.stdin.flush()
 
     def until(self, pred: Any) -> dict[str, Any]:
+        """The next message ``pred`` accepts; every message before it is dropped, so
+        one call must accept all that a step can bring, in whatever order."""
         assert self.proc.stdout is not None
         while True:
             line = self.proc.stdout.readline()
@@ -116,18 +118,28 @@ def test_pipelined_start_write_close_stdin_run_in_order_over_stdio() -> None:
                 _write(11, pid, b"hi\n", "w"),
                 {"id": 12, "method": "process/closeStdin", "params": {"processId": pid}},
             )
-            answers = {}
-            while len(answers) < 3:
-                msg = srv.until(lambda m: m.get("id") in (10, 11, 12))
-                answers[msg["id"]] = msg
+            # cat sees the line, then EOF, and exits by itself. Its output and
+            # process/closed may come before the closeStdin answer (notifications and
+            # answers interleave freely), so one loop takes them all.
+            answers: dict[int, dict[str, Any]] = {}
+            output = b""
+            closed = False
+            while len(answers) < 3 or not closed:
+                msg = srv.until(
+                    lambda m, pid=pid: (
+                        m.get("id") in (10, 11, 12)
+                        or (m.get("params") or {}).get("processId") == pid
+                    )
+                )
+                if msg.get("id") in (10, 11, 12):
+                    answers[msg["id"]] = msg
+                elif msg.get("method") == "process/output":
+                    output += base64.b64decode(msg["params"]["chunk"])
+                elif msg.get("method") == "process/closed":
+                    closed = True
             assert answers[11] == {"id": 11, "result": {"status": "accepted"}}, (r, answers)
             assert "result" in answers[12], (r, answers)
-            # cat saw the line, then EOF: it exits by itself
-            srv.until(
-                lambda m, pid=pid: (
-                    m.get("method") == "process/closed" and m["params"]["processId"] == pid
-                )
-            )
+            assert output == b"hi\n", (r, output)
     finally:
         srv.close()
 
