@@ -311,7 +311,7 @@ async def round_robin(
     """
     order = list(backends)
     server0 = {} if pids is None else {name: tree_cpu_s(pids[name]) for name in order}
-    client_total = dict.fromkeys(order, 0.0)
+    client_rounds = samples.client_rounds.setdefault(figure, [])
     for r in range(rounds):
         got: dict[str, list[float]] = {name: [] for name in order}
         client_round: dict[str, float] = {}
@@ -323,13 +323,16 @@ async def round_robin(
                 run = functools.partial(job, name, backends[name])
                 got[name].append(await _timed(f"{figure}/{name}", run))
             client_round[name] = (time.process_time() - client0) / block
-            client_total[name] += client_round[name] * block
         samples.add_round(figure, {n: statistics.median(v) for n, v in got.items()})
-        samples.client_rounds.setdefault(figure, []).append(client_round)
+        client_rounds.append(client_round)
     if pids is not None:
         await trio.sleep(_CPU_SETTLE)
         samples.cpu[figure] = {
-            name: [client_total[name], tree_cpu_s(pids[name]) - server0[name], rounds * block]
+            name: [
+                sum(c[name] for c in client_rounds) * block,
+                tree_cpu_s(pids[name]) - server0[name],
+                rounds * block,
+            ]
             for name in order
         }
 
@@ -514,8 +517,8 @@ def _cpu_report(args: argparse.Namespace, samples: Samples) -> dict[str, Any]:
     for figure, per_server in samples.cpu.items():
         metric = figure.split("/")[0]
         throughput = metric.startswith("throughput")
-        mib = (args.tty_bytes if metric.endswith("tty") else args.bytes) / MIB
         if throughput:  # per MiB streamed, ms
+            mib = (args.tty_bytes if metric.endswith("tty") else args.bytes) / MIB
             scale, unit = 1e3 / mib, "ms per MiB"
         else:
             scale, unit = _PER_JOB[metric], UNITS[metric]
@@ -539,7 +542,7 @@ def _cpu_report(args: argparse.Namespace, samples: Samples) -> dict[str, Any]:
                 if throughput:  # the MiB/s this client alone could take
                     per_round.append(mib / cpu["ours"] / got[codex])
                 else:
-                    per_round.append(cpu["ours"] * _PER_JOB[metric] / got[codex])
+                    per_round.append(cpu["ours"] * scale / got[codex])
             if per_round:
                 out["bounds"][f"{figure}: ours/{codex}"] = statistics.median(per_round)
     return out
