@@ -220,6 +220,10 @@ async def test_other_local_user_cannot_run_commands() -> None:
 
     Runs as root (as developers and CI do here): acting as another user needs it."""
     assert os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv"
+    # The other user runs this checkout's interpreter and packages: every directory on
+    # the way must let others through (a clone under `mktemp -d`, mode 0700, does not).
+    closed = [d for d in Path(sys.prefix).resolve().parents if not os.stat(d).st_mode & 0o001]
+    assert not closed, f"uid 65534 cannot reach {sys.prefix}: {closed} not searchable by others"
     client = (
         "import sys, trio, unified_exec as ue\n"
         "async def main():\n"
